@@ -1,0 +1,126 @@
+"""The ``squeeze`` command line. User errors print one ``error:`` line and exit with status 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from squeeze.errors import SqueezeError
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs (values parsed as JSON when possible)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SqueezeError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def cmd_zoo(args: argparse.Namespace) -> None:
+    from squeeze.zoo.registry import list_models
+
+    for name, desc in list_models(args.pattern).items():
+        print(f"{name:20s} {desc}")
+
+
+def cmd_methods(_args: argparse.Namespace) -> None:
+    from squeeze.config import list_methods
+
+    for name, desc in list_methods().items():
+        print(f"{name:12s} {desc}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from squeeze.zoo.recipes import train_recipe
+
+    result = train_recipe(args.model, Path(args.workdir), resume=args.resume)
+    print(json.dumps(result, indent=2))
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from squeeze.config import make_config
+    from squeeze.report import format_table
+    from squeeze.runner import run_quantize
+
+    fields = {"wbits": args.wbits, "abits": args.abits, "calib": args.calib, "seed": args.seed,
+              **_options(args.set)}
+    config = make_config(args.method, **fields)
+    row = run_quantize(args.model, config, Path(args.out), force=args.force)
+    row["delta"] = row["quant"] - row["fp"]
+    print(format_table([row], ["model", "method", "wbits", "abits", "calib", "seed", "metric", "fp", "quant",
+                               "delta", "seconds", "peak_rss_mb", "size_ratio"]))
+    print(f"wrote {args.out}/report.json and {args.out}/model.safetensors")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from squeeze.runner import run_eval
+
+    print(json.dumps(run_eval(Path(args.dir)), indent=2))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from squeeze.bench import run_bench
+
+    run_bench(args.suite, Path(args.out), quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="squeeze", description="Compress PyTorch models and measure them honestly.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    zoo = sub.add_parser("zoo", help="model zoo")
+    zoo.add_argument("action", choices=["list"])
+    zoo.add_argument("pattern", nargs="?", default="*")
+    zoo.set_defaults(fn=cmd_zoo)
+    sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
+    train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe")
+    train.add_argument("model")
+    train.add_argument("--workdir", default="runs/train")
+    train.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    train.set_defaults(fn=cmd_train)
+    q = sub.add_parser("quantize", help="post-training quantization of MODEL")
+    q.add_argument("model", help="zoo name (squeeze zoo list), timm:NAME@weights.safetensors or an HF folder")
+    q.add_argument("--method", required=True)
+    q.add_argument("--wbits", type=int, required=True)
+    q.add_argument("--abits", type=int, required=True)
+    q.add_argument("--calib", type=int, default=32)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
+    q.add_argument("--out", required=True)
+    q.add_argument("--force", action="store_true", help="replace an existing output folder")
+    q.set_defaults(fn=cmd_quantize)
+    ev = sub.add_parser("eval", help="reload a saved run and re-measure it")
+    ev.add_argument("dir")
+    ev.set_defaults(fn=cmd_eval)
+    bench = sub.add_parser("bench", help="run a benchmark suite and write docs/results")
+    bench.add_argument("suite")
+    bench.add_argument("--out", default="docs/results")
+    bench.add_argument("--quick", action="store_true", help="one seed, fewer cells (smoke run)")
+    bench.set_defaults(fn=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    fn: Callable[[argparse.Namespace], None] = args.fn
+    try:
+        fn(args)
+    except SqueezeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Saving and loading quantized models (safetensors + JSON, integer weights bit-packed)."""

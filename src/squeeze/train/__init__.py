@@ -1,0 +1,1 @@
+"""Training recipes for the zoo's own checkpoints."""

@@ -1,0 +1,20 @@
+"""Shared fixtures: tiny random models that run in milliseconds."""
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+
+@pytest.fixture()
+def tiny_vit() -> VisionTransformer:
+    """A 2-block, width-32 ViT on 1x16x16 inputs (random weights, eval mode)."""
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=5, embed_dim=32, depth=2,
+                             num_heads=2, mlp_ratio=2.0).eval()
+
+
+@pytest.fixture()
+def tiny_images() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(16, 1, 16, 16)

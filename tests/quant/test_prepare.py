@@ -245,3 +245,32 @@ def test_deepcopy_of_prepared_model() -> None:
     with torch.no_grad():
         assert torch.equal(attn(x), clone(x))
     assert len(attention_modules(clone)) == 1 and prepare_model(clone).attentions == 0
+
+
+def test_probe_roles_pre_norm_vs_post_norm() -> None:
+    """Pre-norm ViT LayerNorms feed only Linears (foldable); BERT's post-norm ones escape."""
+    from transformers import BertConfig, BertModel
+    from timm.models.vision_transformer import VisionTransformer
+
+    from squeeze.quant.attach import probe_roles
+
+    vit = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16, depth=2,
+                            num_heads=2).eval()
+    prepare_model(vit)
+    roles = probe_roles(vit, torch.randn(1, 1, 16, 16))
+    assert roles.post_ln == {f"blocks.{i}.norm{j}": [f"blocks.{i}.{'attn.qkv' if j == 1 else 'mlp.fc1'}"]
+                             for i in range(2) for j in (1, 2)}
+    assert roles.first == {"patch_embed.proj"}
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32)).eval()
+    prepare_model(bert)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids).last_hidden_state
+
+    assert probe_roles(Wrap(), torch.randint(0, 50, (1, 6))).post_ln == {}

@@ -36,28 +36,42 @@ class Roles:
 
 
 def probe_roles(model: nn.Module, sample: torch.Tensor) -> Roles:
-    """Run ``model(sample)`` once with hooks recording which tensors feed which layers."""
-    producers: dict[int, str] = {}
+    """Run ``model(sample)`` once with hooks recording which tensors feed which layers.
+
+    A LayerNorm counts as ``post_ln`` only when its output feeds Linear layers and nothing returns it
+    onward: in post-norm models (BERT) the LayerNorm output is also a block's output and the residual
+    stream, so folding scales into it would change the function.
+    """
+    producers: dict[int, tuple[str, torch.Tensor]] = {}  # keep tensors alive so ids stay unique
+    escaped: set[str] = set()
     roles = Roles()
+
+    def on_output(mod: nn.Module, _inp: tuple, out: object, name: str) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        if isinstance(mod, nn.LayerNorm):
+            producers[id(out)] = (name, out)
+        elif id(out) in producers:
+            escaped.add(producers[id(out)][0])
+
+    def on_input(_m: nn.Module, args: tuple, name: str) -> None:
+        if args[0] is sample:
+            roles.first.add(name)
+        if id(args[0]) in producers:
+            roles.post_ln.setdefault(producers[id(args[0])][0], []).append(name)
+
     handles = []
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.LayerNorm):
-            handles.append(mod.register_forward_hook(
-                lambda _m, _i, out, n=name: producers.__setitem__(id(out), n)))
-        elif isinstance(mod, (QuantLinear, QuantConv2d)):
-            def pre(_m: nn.Module, args: tuple, n: str = name) -> None:
-                if args[0] is sample:
-                    roles.first.add(n)
-                src = producers.get(id(args[0]))
-                if src is not None:
-                    roles.post_ln.setdefault(src, []).append(n)
-            handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(lambda m, i, o, n=name: on_output(m, i, o, n)))
+        if isinstance(mod, (QuantLinear, QuantConv2d)):
+            handles.append(mod.register_forward_pre_hook(lambda m, a, n=name: on_input(m, a, n)))
     try:
         with torch.no_grad():
             model(sample)
     finally:
         for h in handles:
             h.remove()
+    roles.post_ln = {k: v for k, v in roles.post_ln.items() if k not in escaped}
     return roles
 
 

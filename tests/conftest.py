@@ -6,6 +6,15 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """One intra-op thread: on small shared machines, spinning threads slow small tensors down a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def tiny_vit() -> VisionTransformer:
     """A 2-block, width-32 ViT on 1x16x16 inputs (random weights, eval mode)."""

@@ -73,7 +73,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from squeeze.bench import run_bench
 
-    run_bench(args.suite, Path(args.out), quick=args.quick)
+    only = [m for m in args.models.split(",") if m] if args.models else None
+    run_bench(args.suite, Path(args.out), quick=args.quick, only=only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("suite")
     bench.add_argument("--out", default="docs/results")
     bench.add_argument("--quick", action="store_true", help="one seed, fewer cells (smoke run)")
+    bench.add_argument("--models", default="", help="comma list: run only these models' cells into the "
+                       "resumable cache (staged runs); the full command then writes the results")
     bench.set_defaults(fn=cmd_bench)
     return parser
 

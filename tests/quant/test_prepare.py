@@ -16,15 +16,6 @@ from squeeze.quant.quantizer import Quantizer, QuantSpec
 SLOTS = ("matmul1.a_quantizer", "matmul1.b_quantizer", "matmul2.a_quantizer", "matmul2.b_quantizer")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Intra-op threads spin against other processes on small shared machines; one is much faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @dataclass
 class Case:
     """A model prepared in place, with the float output it gave before preparation."""

@@ -18,14 +18,6 @@ from squeeze.errors import SqueezeError  # noqa: E402
 from squeeze.zoo import dinov2  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def zoo_model() -> squeeze.zoo.registry.ZooModel:
     return squeeze.load_model("dinov2-s14")

@@ -8,11 +8,11 @@ from squeeze.errors import SqueezeError
 SUITES = ("foundation",)
 
 
-def run_bench(name: str, out: Path, quick: bool = False) -> None:
-    """Run suite ``name`` and write its results under ``out``."""
+def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None = None) -> None:
+    """Run suite ``name`` and write its results under ``out`` (``only``: restrict to these models)."""
     if name == "foundation":
         from squeeze.bench.foundation import run  # noqa: PLC0415
 
-        run(out, quick=quick)
+        run(out, quick=quick, only=only)
         return
     raise SqueezeError(f"unknown benchmark {name!r}; available: {', '.join(SUITES)}")

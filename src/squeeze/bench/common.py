@@ -5,7 +5,10 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import torch
 
 from squeeze.train.checkpoint import write_json
 
@@ -21,10 +24,11 @@ class Cell:
     seed: int
     label: str = ""  # method name as reported (defaults to ``method``)
     options: tuple[tuple[str, Any], ...] = ()
+    tag: str = ""  # fingerprint of the model weights, so a retrained checkpoint invalidates cached rows
 
     @property
     def key(self) -> str:
-        return f"{self.model}|{self.label or self.method}|w{self.wbits}a{self.abits}|s{self.seed}"
+        return f"{self.model}@{self.tag}|{self.label or self.method}|w{self.wbits}a{self.abits}|s{self.seed}"
 
 
 def run_cells(cells: list[Cell], cache: Path, run_one: Callable[[Cell], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,6 +46,17 @@ def run_cells(cells: list[Cell], cache: Path, run_one: Callable[[Cell], dict[str
         done[cell.key] = row
         write_json(cache, done)
     return [done[c.key] for c in cells]
+
+
+def fingerprint(model: "torch.nn.Module") -> str:
+    """Short hash of a model's weights (names, shapes and values)."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:10]
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -81,8 +81,7 @@ def walk(model: nn.Module, batches: list[torch.Tensor], handler: Callable[[Stage
     """Call ``handler(stage)`` on every stage in order, then run the stage to feed the next one."""
     blocks_name, blocks = find_blocks(model)
     if not blocks:
-        stage = Stage("model", None, _members(model, ""), lambda: [model(b) for b in batches])
-        handler(stage)
+        handler(Stage("model", None, _members(model, ""), lambda: [model(b) for b in batches]))
         return
     block_ids = {id(m) for b in blocks for m in b.modules()}
     outside = [(n, m) for n, m in _members(model, "") if id(m) not in block_ids]
@@ -102,6 +101,9 @@ def walk(model: nn.Module, batches: list[torch.Tensor], handler: Callable[[Stage
         return []
 
     ran = _executed(outside, capture)
+    if len(cached) != len(batches):  # the stack found is not on the forward path: walk the whole model
+        handler(Stage("model", None, _members(model, ""), lambda: [model(b) for b in batches]))
+        return
     bar = tqdm(total=len(blocks) + 2, desc=desc, leave=False)
     try:
         handler(Stage("prefix", None, [p for p in outside if id(p[1]) in ran], capture))

@@ -18,6 +18,13 @@ from torch import nn
 from squeeze.quant.quantizer import Mode, Quantizer
 
 
+def _quantized_operands(layer: "QuantLinear | QuantConv2d", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's input and weight after their fake-quantizers (identity where ``None``)."""
+    x = layer.input_quantizer(x) if layer.input_quantizer is not None else x
+    w = layer.weight_quantizer(layer.weight) if layer.weight_quantizer is not None else layer.weight
+    return x, w
+
+
 class QuantLinear(nn.Linear):
     """``nn.Linear`` with optional input and weight fake-quantizers."""
 
@@ -36,9 +43,7 @@ class QuantLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_quantizer(x) if self.input_quantizer is not None else x
-        w = self.weight_quantizer(self.weight) if self.weight_quantizer is not None else self.weight
-        return F.linear(x, w, self.bias)
+        return F.linear(*_quantized_operands(self, x), self.bias)
 
 
 class QuantConv2d(nn.Conv2d):
@@ -62,9 +67,7 @@ class QuantConv2d(nn.Conv2d):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_quantizer(x) if self.input_quantizer is not None else x
-        w = self.weight_quantizer(self.weight) if self.weight_quantizer is not None else self.weight
-        return self._conv_forward(x, w, self.bias)
+        return self._conv_forward(*_quantized_operands(self, x), self.bias)
 
 
 class QuantMatMul(nn.Module):

@@ -74,7 +74,7 @@ def evaluate_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     """Top-1 accuracy in percent of ``model`` on tensors ``x``/``y``."""
     model.eval()
     correct = 0
-    for i in range(0, len(x), batch_size):
+    for i in tqdm(range(0, len(x), batch_size), desc="evaluate", leave=False):
         correct += (model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum().item()
     return 100.0 * correct / len(x)
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from squeeze.data.fashion_mnist import load_fashion_mnist
 from squeeze.errors import SqueezeError
@@ -292,7 +293,7 @@ def dinov2_top1(model: nn.Module, per_class: int = EVAL_PER_CLASS, batch_size: i
     idx = eval_indices(per_class)
     model.eval()
     correct = 0
-    for chunk in idx.split(batch_size):
+    for chunk in tqdm(idx.split(batch_size), desc="evaluate", leave=False):
         correct += (model(dinov2_inputs(x01[chunk])).argmax(-1) == y[chunk]).sum().item()
     return 100.0 * correct / len(idx)
 

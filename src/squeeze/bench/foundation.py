@@ -58,8 +58,10 @@ def checks(agg: list[dict[str, Any]]) -> list[str]:
         g48 = get(model, "gptq", 4, 8)
         if g48:
             drop = g48["fp"] - g48["mean"]
-            lines.append(f"- {model}: gptq W4A8 loses {drop:.2f} points vs float (target <= 1.5): "
-                         f"{'met' if drop <= 1.5 else 'NOT met'}")
+            verdict = "met" if drop <= 1.5 else "NOT met"
+            if model != "vit-fmnist":
+                verdict += " (the issue sets this target for vit-fmnist only; shown for reference)"
+            lines.append(f"- {model}: gptq W4A8 loses {drop:.2f} points vs float (target <= 1.5): {verdict}")
         for (w, a), better, worse in (((2, 8), "gptq", "rtn"), ((4, 4), "repq-vit", "rtn")):
             b, x = get(model, better, w, a), get(model, worse, w, a)
             if b and x:

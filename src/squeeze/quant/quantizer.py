@@ -7,7 +7,7 @@ parameters, which live in buffers so they are saved with the model.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -65,9 +65,6 @@ class QuantSpec:
         d["granularity"] = P.Granularity(**d["granularity"])
         d["percentiles"] = tuple(d["percentiles"])
         return cls(**d)
-
-    def with_bits(self, bits: int) -> "QuantSpec":
-        return replace(self, bits=bits)
 
 
 class Quantizer(nn.Module):

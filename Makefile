@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.squeeze-setup
 
-.PHONY: setup demo test test-slow bench-foundation clean
+.PHONY: setup demo test test-slow bench-foundation bench-multiquant clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test-slow: setup
 
 bench-foundation: setup
 	$(BIN)/squeeze bench foundation
+
+# ~90 min on 2 CPU cores (4 variants trained from the float resnet-fmnist; resumable, runs/bench/multiquant/)
+bench-multiquant: setup
+	$(BIN)/squeeze bench multiquant
 
 clean:
 	rm -rf out .pytest_cache

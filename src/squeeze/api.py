@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from squeeze.config import QuantConfig, get_method
+from squeeze.devices import model_device
 from squeeze.errors import SqueezeError
 
 
@@ -29,7 +30,7 @@ def calibration_batches(model: nn.Module, data: torch.Tensor, config: QuantConfi
                            "pass more data or lower calib")
     if data.is_floating_point() and not torch.isfinite(data).all():
         raise SqueezeError("calibration data contains NaN or inf; clean the inputs")
-    data = data[: config.calib]
+    data = data[: config.calib].to(model_device(model))
     try:
         with torch.no_grad():
             model(data[:1])

@@ -43,9 +43,25 @@ def cmd_methods(_args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from squeeze.zoo.recipes import train_recipe
+    from squeeze.methods.multiquant import VARIANTS
+    from squeeze.train.engine import EngineConfig
 
-    result = train_recipe(args.model, Path(args.workdir), resume=args.resume)
+    engine = EngineConfig(Path(args.workdir), resume=args.resume, devices=args.devices, nodes=args.nodes,
+                          accelerator=args.accelerator)
+    if args.model in VARIANTS:
+        from squeeze.methods.multiquant import MultiQuantConfig, train_multiquant
+
+        fields = {"variant": args.model, "model": args.base or "resnet-fmnist", **_options(args.set)}
+        if args.bits:
+            fields["bits"] = args.bits
+        cfg = MultiQuantConfig.from_dict(fields)
+        engine.workdir = engine.workdir / f"{cfg.variant}-{cfg.model}"
+        result = train_multiquant(cfg, engine)
+    else:
+        from squeeze.zoo.recipes import train_recipe
+
+        result = train_recipe(args.model, Path(args.workdir), resume=args.resume, engine=engine, epochs=args.epochs,
+                              subset=args.subset)
     print(json.dumps(result, indent=2))
 
 
@@ -65,8 +81,14 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from squeeze.methods.multiquant.run import RESULT, eval_run
     from squeeze.runner import run_eval
 
+    if (Path(args.dir) / RESULT).is_file():
+        print(json.dumps(eval_run(Path(args.dir), args.abits), indent=2))
+        return
+    if args.abits is not None:
+        raise SqueezeError(f"--abits applies to runs of `squeeze train multiquant`; {args.dir} is not one")
     print(json.dumps(run_eval(Path(args.dir)), indent=2))
 
 
@@ -74,7 +96,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from squeeze.bench import run_bench
 
     only = [m for m in args.models.split(",") if m] if args.models else None
-    run_bench(args.suite, Path(args.out), quick=args.quick, only=only)
+    run_bench(args.suite, Path(args.out), quick=args.quick, only=only, device=args.device,
+              cache_dir=Path(args.cache_dir), cached_only=args.cached_only,
+              methods=[m for m in args.methods.split(",") if m] or None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,10 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("pattern", nargs="?", default="*")
     zoo.set_defaults(fn=cmd_zoo)
     sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
-    train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe")
-    train.add_argument("model")
+    train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train multiquant")
+    train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14) or multiquant, "
+                       "any-precision, multiquant-no-amortization, multiquant-no-distill")
     train.add_argument("--workdir", default="runs/train")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    train.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node")
+    train.add_argument("--nodes", type=int, default=1, help="machines (set MASTER_ADDR/MASTER_PORT/NODE_RANK)")
+    train.add_argument("--accelerator", default="cpu", choices=["auto", "cpu", "gpu"])
+    train.add_argument("--model", dest="base", default="", help="multiquant: float zoo model to start from")
+    train.add_argument("--bits", default="", help="multiquant: activation bit widths, e.g. 2,3,4,5,6,7,8")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="multiquant option")
+    train.add_argument("--epochs", type=int, default=None, help="zoo recipe: shorter smoke run (no export)")
+    train.add_argument("--subset", type=int, default=None, help="zoo recipe: train on this many images (smoke)")
     train.set_defaults(fn=cmd_train)
     q = sub.add_parser("quantize", help="post-training quantization of MODEL")
     q.add_argument("model", help="zoo name (squeeze zoo list), timm:NAME@weights.safetensors or an HF folder")
@@ -103,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_quantize)
     ev = sub.add_parser("eval", help="reload a saved run and re-measure it")
     ev.add_argument("dir")
+    ev.add_argument("--abits", type=int, default=None, help="MultiQuant run: evaluate at this bit width only")
     ev.set_defaults(fn=cmd_eval)
     bench = sub.add_parser("bench", help="run a benchmark suite and write docs/results")
     bench.add_argument("suite")
@@ -110,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="one seed, fewer cells (smoke run)")
     bench.add_argument("--models", default="", help="comma list: run only these models' cells into the "
                        "resumable cache (staged runs); the full command then writes the results")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (recorded in every row)")
+    bench.add_argument("--cache-dir", default="runs/bench", help="where finished cells are kept for resuming")
+    bench.add_argument("--methods", default="", help="comma list: run only these methods' cells now (vit-ptq)")
+    bench.add_argument("--cached-only", action="store_true",
+                       help="write results from the cells already run (vit-ptq), listing the missing ones")
     bench.set_defaults(fn=cmd_bench)
     return parser
 

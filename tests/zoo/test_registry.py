@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -11,6 +12,10 @@ from squeeze.errors import SqueezeError
 from squeeze.quant.prepare import prepare_model
 
 _LOADED: dict[str, squeeze.zoo.registry.ZooModel] = {}
+SMOKE_OPTIONS = {"iters": 2, "rounds": 1, "n_alphas": 2}  # reconstruction / search methods: a few steps suffice
+VIT_ONLY = {"isvit", "erq", "ptq4vit"}  # refuse models without attention blocks
+RECONSTRUCTION = {"adaround", "brecq", "qdrop", "isvit"}  # refuse blocks taking per-sample masks (BERT)
+SLOW_ON_DINOV2 = {"erq", "adaround", "brecq", "qdrop", "isvit", "ptq4vit"}
 
 
 def _zoo(name: str):
@@ -35,13 +40,25 @@ def test_prepare_keeps_float_outputs(name: str) -> None:
     assert report.linears + report.convs > 0
 
 
-@pytest.mark.parametrize("method", sorted(squeeze.list_methods()))
-@pytest.mark.parametrize("name", sorted(squeeze.list_models()))
+def _pairs() -> list:
+    """Every (model, method); the 22M-parameter dinov2 with the per-layer solvers is kept for test-slow."""
+    return [pytest.param(n, m, marks=pytest.mark.slow) if n == "dinov2-s14" and m in SLOW_ON_DINOV2 else (n, m)
+            for n in sorted(squeeze.list_models()) for m in sorted(squeeze.list_methods())]
+
+
+@pytest.mark.parametrize(("name", "method"), _pairs())
 def test_every_method_on_every_zoo_model(name: str, method: str) -> None:
     zm = _zoo(name)
     x = zm.calib_inputs(2, 0)
-    cfg = squeeze.make_config(method, wbits=8, abits=8, calib=2, batch_size=2)
-    q = squeeze.quantize(zm.model, cfg, x, name=name)
+    cls = squeeze.config.get_method(method).config_cls
+    fast = {k: v for k, v in SMOKE_OPTIONS.items() if k in {f.name for f in dataclasses.fields(cls)}}
+    cfg = squeeze.make_config(method, wbits=8, abits=8, calib=2, batch_size=2, **fast)
+    try:
+        q = squeeze.quantize(zm.model, cfg, x, name=name)
+    except SqueezeError as exc:  # a ViT-only method on a CNN / text model must say so in one line
+        expected = method in VIT_ONLY or (name == "minilm" and method in RECONSTRUCTION)
+        assert expected and "\n" not in str(exc), (method, str(exc))
+        return
     with torch.no_grad():
         out, ref = q(x), zm.model(x)
     assert out.shape == ref.shape and torch.isfinite(out).all()

@@ -5,14 +5,30 @@ from pathlib import Path
 
 from squeeze.errors import SqueezeError
 
-SUITES = ("foundation",)
+SUITES = ("foundation", "vit-ptq", "multiquant")
 
 
-def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None = None) -> None:
-    """Run suite ``name`` and write its results under ``out`` (``only``: restrict to these models)."""
+def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",
+              cache_dir: Path = Path("runs/bench"), cached_only: bool = False,
+              methods: list[str] | None = None) -> None:
+    """Run suite ``name`` and write its results under ``out`` (``only``: restrict to these models).
+
+    ``cache_dir`` keeps each finished cell, so a killed run resumes; ``device`` is where models run.
+    """
     if name == "foundation":
         from squeeze.bench.foundation import run  # noqa: PLC0415
 
-        run(out, quick=quick, only=only)
+        run(out, quick=quick, only=only, device=device, cache_dir=cache_dir)
+        return
+    if name == "vit-ptq":
+        from squeeze.bench.vit_ptq import run as run_vit_ptq  # noqa: PLC0415
+
+        run_vit_ptq(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only,
+                    methods=methods)
+        return
+    if name == "multiquant":
+        from squeeze.bench.multiquant import run as run_multiquant  # noqa: PLC0415
+
+        run_multiquant(out, quick=quick, only=only, device=device, cache_dir=cache_dir)
         return
     raise SqueezeError(f"unknown benchmark {name!r}; available: {', '.join(SUITES)}")

@@ -28,24 +28,84 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return f"{self.model}@{self.tag}|{self.label or self.method}|w{self.wbits}a{self.abits}|s{self.seed}"
+        key = f"{self.model}@{self.tag}|{self.label or self.method}|w{self.wbits}a{self.abits}|s{self.seed}"
+        return key + "|" + ",".join(f"{k}={v}" for k, v in self.options) if self.options else key
 
 
-def run_cells(cells: list[Cell], cache: Path, run_one: Callable[[Cell], dict[str, Any]]) -> list[dict[str, Any]]:
+def run_cells(cells: list[Cell], cache: Path, run_one: Callable[[Cell], dict[str, Any]],
+              cached_only: bool = False) -> list[dict[str, Any]]:
     """Run every cell not already in ``cache`` (a JSON dict key -> row), saving after each one.
 
     A killed benchmark therefore resumes where it stopped; delete the cache to start afresh.
+    A cell that raises is reported and skipped so the others still run; the run then fails with
+    one line naming the failed cells (their rows are not cached, so a rerun retries them).
+    ``cached_only`` runs nothing and returns the rows of the cells already in the cache.
     """
+    from squeeze.errors import SqueezeError  # noqa: PLC0415
+
     done: dict[str, dict[str, Any]] = json.loads(cache.read_text()) if cache.is_file() else {}
+    failed: list[str] = []
     for i, cell in enumerate(cells):
-        if cell.key in done:
+        if cell.key in done or cached_only:
             continue
         print(f"[{i + 1}/{len(cells)}] {cell.key}", flush=True)
-        row = run_one(cell)
+        try:
+            row = run_one(cell)
+        except Exception as exc:  # noqa: BLE001 (reported below; the remaining cells still run)
+            print(f"FAILED {cell.key}: {type(exc).__name__}: {exc}", flush=True)
+            failed.append(cell.key)
+            continue
         row["method"] = cell.label or cell.method
         done[cell.key] = row
         write_json(cache, done)
-    return [done[c.key] for c in cells]
+    if failed:
+        raise SqueezeError(f"{len(failed)} benchmark cell(s) failed (first: {failed[0]}); see the log above, "
+                           "fix and rerun to resume")
+    return [done[c.key] for c in cells if c.key in done]
+
+
+class ZooRunner:
+    """Runs one cell: loads each zoo model once (onto ``device``), measures its float metric once."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.models: dict[str, tuple[Any, float | None]] = {}
+
+    def load(self, name: str) -> tuple[Any, float | None]:
+        """The zoo model ``name`` (on the runner's device) and its float metric once measured."""
+        from squeeze.devices import resolve_device  # noqa: PLC0415
+        from squeeze.zoo.registry import load_model  # noqa: PLC0415
+
+        if name not in self.models:
+            zm = load_model(name)
+            zm.model.to(resolve_device(self.device))
+            self.models[name] = (zm, None)
+        return self.models[name]
+
+    def __call__(self, cell: Cell) -> dict[str, Any]:
+        """Quantize and evaluate one cell (``calib`` defaults to 32 unless the cell's options set it)."""
+        from squeeze.config import make_config  # noqa: PLC0415
+        from squeeze.runner import quantize_zoo_model  # noqa: PLC0415
+
+        zm, fp = self.load(cell.model)
+        if fp is None:
+            fp = zm.evaluate(zm.model)
+            self.models[cell.model] = (zm, fp)
+        fields = {"calib": 32, **dict(cell.options)}
+        config = make_config(cell.method, wbits=cell.wbits, abits=cell.abits, seed=cell.seed, **fields)
+        _, report = quantize_zoo_model(zm, config, fp=fp)
+        row = report.to_dict()
+        row["device"] = device_label(self.device)
+        return row
+
+
+def device_label(device: str) -> str:
+    """``cpu (N threads)`` or the GPU's name, for the rows' ``device`` field."""
+    import torch  # noqa: PLC0415
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({torch.get_num_threads()} threads)"
 
 
 def fingerprint(model: "torch.nn.Module") -> str:
@@ -55,7 +115,7 @@ def fingerprint(model: "torch.nn.Module") -> str:
     digest = hashlib.sha1()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:10]
 
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import Cell, aggregate, bar_plot, fingerprint, is_tie, run_cells, write_results
-from squeeze.config import make_config
+from squeeze.bench.common import Cell, ZooRunner, aggregate, bar_plot, fingerprint, is_tie, run_cells, write_results
 from squeeze.report import format_table
-from squeeze.runner import quantize_zoo_model
-from squeeze.zoo.registry import ZooModel, load_model
 
 COMMAND = "squeeze bench foundation"
 SETTINGS = {(4, 8): ("rtn", "gptq"), (2, 8): ("rtn", "gptq"), (4, 4): ("rtn", "percentile", "repq-vit", "gptq")}
@@ -23,28 +20,6 @@ def cells(models: dict[str, str], seeds: list[int]) -> list[Cell]:
     """All runs: ``models`` maps a zoo name to its weight fingerprint."""
     return [Cell(m, method, w, a, s, tag=tag) for m, tag in models.items() for (w, a), methods in SETTINGS.items()
             for method in methods for s in seeds]
-
-
-class _Runner:
-    """Loads each zoo model and measures its float metric once."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, tuple[ZooModel, float | None]] = {}
-
-    def load(self, name: str) -> tuple[ZooModel, float | None]:
-        if name not in self.models:
-            self.models[name] = (load_model(name), None)
-        return self.models[name]
-
-    def __call__(self, cell: Cell) -> dict[str, Any]:
-        zm, fp = self.load(cell.model)
-        if fp is None:
-            fp = zm.evaluate(zm.model)
-            self.models[cell.model] = (zm, fp)
-        config = make_config(cell.method, wbits=cell.wbits, abits=cell.abits, calib=32, seed=cell.seed,
-                             **dict(cell.options))
-        _, report = quantize_zoo_model(zm, config, fp=fp)
-        return report.to_dict()
 
 
 def checks(agg: list[dict[str, Any]]) -> list[str]:
@@ -87,14 +62,15 @@ def markdown(agg: list[dict[str, Any]], seeds: list[int]) -> str:
         "![accuracy per setting](foundation.png)", ""])
 
 
-def run(out: Path, quick: bool = False, only: list[str] | None = None) -> None:
+def run(out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",
+        cache_dir: Path = Path("runs/bench")) -> None:
     """Run the suite (``only`` restricts the models, for staged runs; results then go to the cache only)."""
     names = ["vit-fmnist"] if quick else ["vit-fmnist", "dinov2-s14"]
     seeds = [0] if quick else [0, 1, 2]
     name = "foundation-quick" if quick else "foundation"
-    runner = _Runner()
+    runner = ZooRunner(device)
     tags = {m: fingerprint(runner.load(m)[0].model) for m in (only or names)}
-    rows = run_cells(cells(tags, seeds), Path("runs/bench") / f"{name}.cache.json", runner)
+    rows = run_cells(cells(tags, seeds), cache_dir / f"{name}.cache.json", runner)
     if only:
         return
     agg = aggregate(rows)

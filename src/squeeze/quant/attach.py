@@ -89,8 +89,17 @@ def act_spec(bits: int, scheme: ActScheme, per_channel: bool = False, percentile
                      percentiles=ACT_PERCENTILES)
 
 
-def softmax_spec(bits: int, scheme: ActScheme, percentile: float = 0.999) -> QuantSpec:
-    """Post-softmax quantizer: log-sqrt2 for RepQ-ViT, otherwise the scheme's uniform grid."""
+def softmax_spec(bits: int, scheme: ActScheme, percentile: float = 0.999, kind: str | None = None) -> QuantSpec:
+    """Post-softmax quantizer: log-sqrt2 for RepQ-ViT, otherwise the scheme's uniform grid.
+
+    ``kind`` forces a quantizer kind instead (``sulq``, ``log2``, ``logsqrt2`` or ``uniform``).
+    """
+    if kind in ("sulq", "log2", "logsqrt2"):
+        return QuantSpec(bits, kind=kind)  # type: ignore[arg-type]
+    if kind == "uniform":
+        return act_spec(bits, scheme, percentile=percentile)
+    if kind is not None:
+        raise ValueError(f"unknown post-softmax quantizer kind {kind!r}; use sulq, log2, logsqrt2 or uniform")
     if scheme == "repq":
         return QuantSpec(bits, kind="logsqrt2")
     return act_spec(bits, scheme, percentile=percentile)

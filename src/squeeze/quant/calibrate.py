@@ -10,7 +10,7 @@ block stubbed to return the cached final output. All hooks and stubs are removed
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -33,12 +33,17 @@ class Stage:
         name: ``prefix``, the block's qualified name, ``suffix`` or ``model``.
         module: the block (``None`` for prefix/suffix/model stages).
         members: quantizable modules executed in this stage, as ``(qualified name, module)``.
+        inputs: what the stage runs on, one ``(args, kwargs)`` per calibration batch: the cached
+            block inputs for a block stage (a snapshot; block outputs of the previous, already
+            handled stage), the model inputs for ``prefix``/``model``, and the last block's
+            outputs for ``suffix``.
     """
 
     name: str
     module: nn.Module | None
     members: list[tuple[str, nn.Module]]
     _run: Callable[[], list[Any]] = field(repr=False)
+    inputs: list[tuple[tuple, dict]] = field(default_factory=list, repr=False)
 
     def run(self) -> list[Any]:
         """Run the stage on all cached inputs; returns the outputs (one per calibration batch)."""
@@ -79,9 +84,22 @@ def _next_args(args: tuple, out: Any) -> tuple:
 def walk(model: nn.Module, batches: list[torch.Tensor], handler: Callable[[Stage], None],
          desc: str = "calibrate") -> None:
     """Call ``handler(stage)`` on every stage in order, then run the stage to feed the next one."""
+    for stage in iter_stages(model, batches, desc):
+        handler(stage)
+
+
+def iter_stages(model: nn.Module, batches: list[torch.Tensor], desc: str = "calibrate",
+                progress: bool = True) -> Iterator[Stage]:
+    """Generator form of :func:`walk`: yields each stage; resuming runs it to feed the next one.
+
+    Two generators over structurally identical models (e.g. a float copy taken before quantizers
+    are attached) can be advanced in lock step; close the generator (``contextlib.closing``) when
+    stopping early so the progress bar closes.
+    """
     blocks_name, blocks = find_blocks(model)
+    model_inputs = [((b,), {}) for b in batches]
     if not blocks:
-        handler(Stage("model", None, _members(model, ""), lambda: [model(b) for b in batches]))
+        yield Stage("model", None, _members(model, ""), lambda: [model(b) for b in batches], model_inputs)
         return
     block_ids = {id(m) for b in blocks for m in b.modules()}
     outside = [(n, m) for n, m in _members(model, "") if id(m) not in block_ids]
@@ -102,24 +120,25 @@ def walk(model: nn.Module, batches: list[torch.Tensor], handler: Callable[[Stage
 
     ran = _executed(outside, capture)
     if len(cached) != len(batches):  # the stack found is not on the forward path: walk the whole model
-        handler(Stage("model", None, _members(model, ""), lambda: [model(b) for b in batches]))
+        yield Stage("model", None, _members(model, ""), lambda: [model(b) for b in batches], model_inputs)
         return
-    bar = tqdm(total=len(blocks) + 2, desc=desc, leave=False)
+    bar = tqdm(total=len(blocks) + 2, desc=desc, leave=False, disable=not progress)
     try:
-        handler(Stage("prefix", None, [p for p in outside if id(p[1]) in ran], capture))
+        yield Stage("prefix", None, [p for p in outside if id(p[1]) in ran], capture, model_inputs)
         capture()
         bar.update()
         outs: list[Any] = []
         for i, block in enumerate(blocks):
             def run_block(block: nn.Module = block) -> list[Any]:
                 return [block(*a, **k) for a, k in cached]
-            handler(Stage(f"{blocks_name}.{i}", block, _members(block, f"{blocks_name}.{i}"), run_block))
+            yield Stage(f"{blocks_name}.{i}", block, _members(block, f"{blocks_name}.{i}"), run_block, list(cached))
             with torch.no_grad():
                 outs = run_block()
             cached[:] = [(_next_args(a, o), k) for (a, k), o in zip(cached, outs)]
             bar.update()
         suffix = [p for p in outside if id(p[1]) not in ran]
-        handler(Stage("suffix", None, suffix, lambda: _run_stubbed(model, blocks, batches, outs)))
+        yield Stage("suffix", None, suffix, lambda: _run_stubbed(model, blocks, batches, outs),
+                    [((o,), {}) for o in outs])
         bar.update()
     finally:
         bar.close()

@@ -1,26 +1,23 @@
-"""A small resumable image-classification trainer used by the zoo recipes (e.g. ``vit-fmnist``).
+"""Image classification on the shared training engine (:mod:`squeeze.train.engine`), for zoo recipes.
 
-AdamW + linear warm-up + cosine decay, label smoothing, random-crop/flip augmentation on tensors.
-A checkpoint is written atomically after every epoch; ``resume=True`` continues from it exactly
-(model, optimizer, RNG state and epoch counter are restored).
+AdamW (or SGD with Nesterov momentum) + linear warm-up + cosine decay per step, label smoothing,
+random-crop/flip augmentation on tensors. Checkpointing, exact resume, distributed runs and logs
+come from the engine.
 """
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from squeeze.train.checkpoint import (
-    atomic_save_tensors, load_tensors, optimizer_from_flat, optimizer_to_flat, write_json,
-)
+from squeeze.devices import model_device
+from squeeze.errors import SqueezeError
+from squeeze.train.engine import EngineConfig, FitResult, StepContext, derived_seed, epoch_indices, fit
 
 
 @dataclass
@@ -36,6 +33,13 @@ class ClassifierRecipe:
     crop_pad: int = 2
     hflip: bool = True
     seed: int = 0
+    optimizer: str = "adamw"  # "adamw" or "sgd" (Nesterov momentum 0.9)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise SqueezeError(f"optimizer {self.optimizer!r} is unknown; use adamw or sgd")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise SqueezeError("epochs, batch_size and lr must be positive")
 
 
 def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -73,78 +77,73 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 def evaluate_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy in percent of ``model`` on tensors ``x``/``y``."""
     model.eval()
+    device = model_device(model)
     correct = 0
     for i in tqdm(range(0, len(x), batch_size), desc="evaluate", leave=False):
-        correct += (model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum().item()
+        logits = model(x[i:i + batch_size].to(device))
+        correct += (logits.argmax(-1).cpu() == y[i:i + batch_size]).sum().item()
     return 100.0 * correct / len(x)
 
 
-def train_classifier(
-    model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    recipe: ClassifierRecipe,
-    workdir: Path,
-    resume: bool = False,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> list[dict]:
-    """Train ``model`` in place; write ``workdir/last.safetensors`` and ``workdir/log.json`` each epoch."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(recipe.seed)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    x, y = data
-    steps_per_epoch = len(x) // recipe.batch_size
-    total, warmup = recipe.epochs * steps_per_epoch, int(recipe.warmup_epochs * steps_per_epoch)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
-    start, log = 0, []
-    ckpt = workdir / "last.safetensors"
-    if resume and ckpt.exists():
-        start, log = _restore(model, opt, gen, ckpt, workdir / "state.json")
-    for epoch in range(start, recipe.epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        t0, running = time.time(), 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
+class ClassifierTask:
+    """Supervised classification of in-memory tensors as an engine :class:`~squeeze.train.engine.Task`.
+
+    Args:
+        name: run name (also the first field of the checkpoint identity).
+        build_model: creates the untrained network (called after the engine seeded everything).
+        data, test: ``(images (N, C, H, W), labels (N,))`` CPU tensors.
+        recipe: hyper-parameters.
+        extra_identity: JSON-able facts that also define the run (architecture, ...).
+    """
+
+    find_unused_parameters = False
+
+    def __init__(self, name: str, build_model: Callable[[], nn.Module], data: tuple[torch.Tensor, torch.Tensor],
+                 test: tuple[torch.Tensor, torch.Tensor], recipe: ClassifierRecipe,
+                 extra_identity: dict[str, Any] | None = None) -> None:
+        self.name, self.build_model, self.data, self.test, self.recipe = name, build_model, data, test, recipe
+        self.extra_identity = extra_identity or {}
+        self.epochs, self.seed = recipe.epochs, recipe.seed
+
+    def identity(self) -> dict[str, Any]:
+        return {"recipe": asdict(self.recipe), "train_size": len(self.data[0]), **self.extra_identity}
+
+    def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
+        model = self.build_model()
+        decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
+        groups = [{"params": decay, "weight_decay": self.recipe.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if self.recipe.optimizer == "sgd":
+            return model, [torch.optim.SGD(groups, lr=self.recipe.lr, momentum=0.9, nesterov=True)]
+        return model, [torch.optim.AdamW(groups, lr=self.recipe.lr)]
+
+    def steps_per_epoch(self, world: int) -> int:
+        return len(self.data[0]) // self.recipe.batch_size
+
+    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.data
+        gen = torch.Generator().manual_seed(derived_seed(self.recipe.seed, epoch, rank, 11))
+        for idx in epoch_indices(len(x), self.recipe.batch_size, epoch, self.recipe.seed, rank, world):
+            yield augment(x[idx], self.recipe.crop_pad, self.recipe.hflip, gen), y[idx]
+
+    def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        r = self.recipe
+        warmup = int(r.warmup_epochs * ctx.total_steps / r.epochs)
+        for opt in ctx.optimizers:
             for group in opt.param_groups:
-                group["lr"] = recipe.lr * lr_factor(step, total, warmup)
-            idx = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-            xb = augment(x[idx], recipe.crop_pad, recipe.hflip, gen)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=recipe.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running = 0.98 * running + 0.02 * loss.item() if i else loss.item()
-            bar.set_postfix(loss=f"{running:.3f}")
-        acc = evaluate_top1(model, *test)
-        log.append({"epoch": epoch + 1, "loss": running, "test_top1": acc, "seconds": time.time() - t0})
-        tqdm.write(json.dumps(log[-1]))
-        _save(model, opt, gen, epoch + 1, log, ckpt, workdir / "state.json", recipe)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, acc)
-    return log
+                group["lr"] = r.lr * lr_factor(ctx.step, ctx.total_steps, warmup)
+        xb, yb = (t.to(ctx.device) for t in batch)
+        loss = F.cross_entropy(ctx.model(xb), yb, label_smoothing=r.label_smoothing)
+        ctx.backward(loss)
+        return {"loss": loss.item()}
+
+    def evaluate(self, module: nn.Module) -> dict[str, float]:
+        return {"test_top1": evaluate_top1(module, *self.test)}
 
 
-def _save(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int, log: list[dict],
-          ckpt: Path, state_path: Path, recipe: ClassifierRecipe) -> None:
-    tensors, meta = optimizer_to_flat(opt)
-    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.gen"] = gen.get_state()
-    atomic_save_tensors(ckpt, tensors)
-    write_json(state_path, {"epoch": epoch, "log": log, "recipe": asdict(recipe), **meta})
-
-
-def _restore(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, ckpt: Path,
-             state_path: Path) -> tuple[int, list[dict]]:
-    tensors = load_tensors(ckpt)
-    state = json.loads(state_path.read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer_from_flat(opt, tensors, state)
-    torch.set_rng_state(tensors["rng.torch"])
-    gen.set_state(tensors["rng.gen"])
-    return int(state["epoch"]), list(state["log"])
+def train_classifier(name: str, build_model: Callable[[], nn.Module], data: tuple[torch.Tensor, torch.Tensor],
+                     test: tuple[torch.Tensor, torch.Tensor], recipe: ClassifierRecipe, engine: EngineConfig,
+                     extra_identity: dict[str, Any] | None = None) -> FitResult:
+    """Train a classifier with the shared engine; returns the trained module and the per-epoch log."""
+    return fit(ClassifierTask(name, build_model, data, test, recipe, extra_identity), engine)

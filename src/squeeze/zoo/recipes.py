@@ -1,49 +1,94 @@
-"""Recipes that reproduce the zoo's committed checkpoints (``squeeze train MODEL``)."""
+"""Recipes that reproduce the zoo's committed checkpoints (``squeeze train MODEL``), on the shared engine."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from squeeze.data.fashion_mnist import load_fashion_mnist
+from squeeze.errors import SqueezeError
+from squeeze.report import package_versions
 from squeeze.train.checkpoint import atomic_save_tensors, write_json
 from squeeze.train.classifier import ClassifierRecipe, train_classifier
-from squeeze.zoo.vit_fmnist import VitFmnistArch, build_vit_fmnist
+from squeeze.train.engine import EngineConfig
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 VIT_FMNIST_RECIPE = ClassifierRecipe(epochs=18, batch_size=128, lr=1e-3, weight_decay=0.05)
 
 
-def train_vit_fmnist(workdir: Path, resume: bool = False, out: Path = CHECKPOINTS,
-                     recipe: ClassifierRecipe = VIT_FMNIST_RECIPE) -> float:
-    """Train ``vit-fmnist`` from scratch and write ``out/vit-fmnist.{safetensors,json}`` (float16).
+def train_fmnist_classifier(name: str, build: Callable[[], nn.Module], arch: dict[str, Any], recipe: ClassifierRecipe,
+                            engine: EngineConfig, out: Path = CHECKPOINTS, extra: dict[str, Any] | None = None,
+                            subset: int | None = None) -> float:
+    """Train zoo model ``name`` on Fashion-MNIST and write ``out/NAME.{safetensors,json}`` (float16).
 
-    Returns the final Fashion-MNIST test top-1 (the last epoch, no checkpoint picking on test).
+    Returns the final test top-1 (the last epoch; no checkpoint picking on test). ``subset`` trains
+    on the first ``subset`` training images (smoke runs only; the checkpoint is then not written).
     """
-    arch = VitFmnistArch()
-    torch.manual_seed(recipe.seed)
-    model = build_vit_fmnist(arch, drop_path_rate=0.05)
-    log = train_classifier(model, load_fashion_mnist("train"), load_fashion_mnist("test"), recipe,
-                           workdir, resume=resume)
-    top1 = log[-1]["test_top1"]
-    weights = {k: v.to(torch.float16) for k, v in model.state_dict().items()}
-    atomic_save_tensors(out / "vit-fmnist.safetensors", weights)
-    write_json(out / "vit-fmnist.json", {
-        "name": "vit-fmnist", "arch": asdict(arch), "recipe": asdict(recipe), "drop_path_rate": 0.05,
-        "test_top1_fp32": top1, "log": log, "command": "squeeze train vit-fmnist",
+    x, y = load_fashion_mnist("train")
+    if subset:
+        x, y = x[:subset], y[:subset]
+    identity = {"arch": arch, **(extra or {})}
+    result = train_classifier(name, build, (x, y), load_fashion_mnist("test"), recipe, engine, identity)
+    top1 = result.log[-1]["test_top1"] if result.log else float("nan")
+    finished = bool(result.log) and result.log[-1]["epoch"] == recipe.epochs
+    if result.rank != 0 or subset or not finished:
+        return top1
+    weights = {k: v.to(torch.float16) for k, v in result.module.state_dict().items()}
+    atomic_save_tensors(out / f"{name}.safetensors", weights)
+    write_json(out / f"{name}.json", {
+        "name": name, "arch": arch, "recipe": asdict(recipe), **(extra or {}), "test_top1_fp32": top1,
+        "log": result.log, "command": f"squeeze train {name}",
+        "engine": {"accelerator": engine.accelerator, "devices": engine.devices, "nodes": engine.nodes},
+        "versions": package_versions(),
     })
     return top1
 
 
-def train_recipe(name: str, workdir: Path, resume: bool = False) -> dict:
-    """Run the recipe that reproduces zoo model ``name``'s committed checkpoint."""
-    from squeeze.errors import SqueezeError  # noqa: PLC0415
+def train_vit_fmnist(engine: EngineConfig, out: Path = CHECKPOINTS, recipe: ClassifierRecipe = VIT_FMNIST_RECIPE,
+                     subset: int | None = None) -> float:
+    """Train ``vit-fmnist`` from scratch (AdamW, 18 epochs) and write its checkpoint."""
+    from squeeze.zoo.vit_fmnist import VitFmnistArch, build_vit_fmnist  # noqa: PLC0415
 
-    if name == "vit-fmnist":
-        return {"model": name, "test_top1": train_vit_fmnist(workdir / name, resume=resume)}
-    if name == "dinov2-s14":
+    arch = VitFmnistArch()
+    return train_fmnist_classifier("vit-fmnist", lambda: build_vit_fmnist(arch, drop_path_rate=0.05), asdict(arch),
+                                   recipe, engine, out, {"drop_path_rate": 0.05}, subset)
+
+
+def train_resnet_fmnist(engine: EngineConfig, out: Path = CHECKPOINTS, recipe: ClassifierRecipe | None = None,
+                        subset: int | None = None) -> float:
+    """Train ``resnet-fmnist`` (ResNet-20) from scratch (SGD, 20 epochs) and write its checkpoint."""
+    from squeeze.zoo.resnet_fmnist import RESNET_FMNIST_RECIPE, ResNetFmnistArch, build_resnet_fmnist  # noqa: PLC0415
+
+    arch = ResNetFmnistArch()
+    return train_fmnist_classifier("resnet-fmnist", lambda: build_resnet_fmnist(arch), arch.to_dict(),
+                                   recipe or RESNET_FMNIST_RECIPE, engine, out, None, subset)
+
+
+RECIPES = {"vit-fmnist": train_vit_fmnist, "resnet-fmnist": train_resnet_fmnist}
+
+
+def train_recipe(name: str, workdir: Path, resume: bool = False, engine: EngineConfig | None = None,
+                 epochs: int | None = None, subset: int | None = None) -> dict:
+    """Run the recipe that reproduces zoo model ``name``'s committed checkpoint.
+
+    ``engine`` sets devices/nodes/accelerator (its workdir is replaced by ``workdir/name``);
+    ``epochs``/``subset`` shorten the recipe for smoke runs (the committed checkpoint is then left alone).
+    """
+    if name == "dinov2-s14":  # a closed-form linear probe, not an epoch loop: stays off the engine
         from squeeze.zoo.dinov2 import train_dinov2_probe  # noqa: PLC0415
 
         return {"model": name, "result": train_dinov2_probe()}
-    raise SqueezeError(f"no training recipe for {name!r}; recipes exist for vit-fmnist and dinov2-s14")
+    if name not in RECIPES:
+        raise SqueezeError(f"no training recipe for {name!r}; recipes exist for {', '.join([*RECIPES, 'dinov2-s14'])}")
+    engine = replace(engine or EngineConfig(workdir), workdir=Path(workdir) / name, resume=resume)
+    kwargs: dict[str, Any] = {"subset": subset}
+    if epochs is not None:
+        from squeeze.zoo.resnet_fmnist import RESNET_FMNIST_RECIPE  # noqa: PLC0415
+
+        base = VIT_FMNIST_RECIPE if name == "vit-fmnist" else RESNET_FMNIST_RECIPE
+        kwargs["recipe"] = replace(base, epochs=epochs)
+        kwargs["out"] = Path(workdir) / name / "export"
+    return {"model": name, "test_top1": RECIPES[name](engine, **kwargs)}

@@ -1,0 +1,134 @@
+"""MultiQuant configuration and the branch-selection tables (MBQuant, Zhong et al., arXiv 2305.08117)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from squeeze.errors import SqueezeError
+
+VARIANTS = ("multiquant", "any-precision", "multiquant-no-amortization", "multiquant-no-distill")
+BRANCHES = 4  # G: the body is duplicated into 4 independent branches (8 bits = 4 x 2-bit branches)
+MIN_BITS, MAX_BITS = 2, 8
+# Amortized selection (paper table): first branch of the contiguous run used at each activation bit width.
+# Branch B0 sits out 4/5/6 bits, so quantization error of frequent bit switching spreads over branches.
+AMORTIZED_START = {2: 0, 3: 0, 4: 1, 5: 1, 6: 1, 7: 0, 8: 0}
+
+
+@dataclass(frozen=True)
+class BranchPlan:
+    """Which branches run at one bit width: full branches ``start .. start + full - 1``, plus the
+    narrower partial branch when ``partial`` (odd bit widths)."""
+
+    start: int
+    full: int
+    partial: bool
+
+
+def branch_plan(bits: int, amortize: bool) -> BranchPlan:
+    """MultiQuant branches for activation bit width ``bits`` (2-bit weights: ``bits // 2`` full branches)."""
+    start = AMORTIZED_START[bits] if amortize else 0
+    return BranchPlan(start, bits // 2, bits % 2 == 1)
+
+
+def parse_bits(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """``"2,3,4"`` (or a sequence) -> sorted unique bit widths; one clear error for bad input."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        bits = sorted({int(b) for b in items if str(b).strip()})
+    except ValueError as exc:
+        raise SqueezeError(f"--bits {text!r} is not a comma list of integers, e.g. 2,3,4,5,6,7,8") from exc
+    if not bits:
+        raise SqueezeError("--bits is empty; give bit widths such as 2,3,4,5,6,7,8")
+    return tuple(bits)
+
+
+@dataclass
+class MultiQuantConfig:
+    """One arbitrary-bit-width training run (MultiQuant, its ablations, or the Any-Precision baseline).
+
+    Example: ``MultiQuantConfig(bits=(2, 4, 6, 8), epochs=3, subset=12800)``.
+
+    Attributes:
+        model: zoo model whose float checkpoint initialises the network (``resnet-fmnist``).
+        variant: ``multiquant`` | ``multiquant-no-amortization`` (branches always start at B0) |
+            ``multiquant-no-distill`` (labels only) | ``any-precision`` (one shared-weight network,
+            weights and activations both at the switched bit width, switchable BN).
+        bits: activation bit widths the network is trained for and can run at (each in 2..8).
+        teacher_bits: the in-place distillation teacher; must be the widest width in ``bits``.
+        train_bits: bit widths trained at each step; 0 = all of ``bits`` (the paper). ``k >= 2``: the
+            teacher, the smallest width and ``k - 2`` others drawn at random each step (cheaper).
+        partial_ratio: width of the odd-bit partial branch relative to a full branch.
+        epochs, batch_size, subset: schedule; ``subset`` training images per epoch (0 = all), a fresh
+            random subset every epoch.
+        lr, momentum, weight_decay: SGD for weights and batch norms (cosine to 0, per step).
+        quant_lr: Adam for the quantizer ranges (cosine to 0).
+        eval_subset: test images for the per-epoch evaluation (0 = all); the final one uses all.
+        seed: seed of data order, augmentation and bit sampling.
+    """
+
+    model: str = "resnet-fmnist"
+    variant: str = "multiquant"
+    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    teacher_bits: int = 8
+    train_bits: int = 0
+    partial_ratio: float = 0.75
+    epochs: int = 3
+    batch_size: int = 128
+    subset: int = 0
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    quant_lr: float = 1e-4
+    eval_subset: int = 2000
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, not part of the identity
+
+    def __post_init__(self) -> None:
+        self.bits = parse_bits(self.bits)
+        if self.variant not in VARIANTS:
+            raise SqueezeError(f"variant {self.variant!r} is unknown; use one of {', '.join(VARIANTS)}")
+        bad = [b for b in self.bits if not MIN_BITS <= b <= MAX_BITS]
+        if bad:
+            raise SqueezeError(f"bit widths {bad} are outside {MIN_BITS}..{MAX_BITS}; "
+                               f"MultiQuant runs 2-bit-weight branches at 2..8-bit activations")
+        if self.teacher_bits not in self.bits:
+            raise SqueezeError(f"the bit list {','.join(map(str, self.bits))} lacks the distillation teacher's "
+                               f"width {self.teacher_bits}; add it to --bits")
+        if self.teacher_bits != max(self.bits):
+            raise SqueezeError(f"teacher_bits={self.teacher_bits} must be the widest bit width "
+                               f"({max(self.bits)}); set teacher_bits={max(self.bits)}")
+        if self.train_bits and not 2 <= self.train_bits <= len(self.bits):
+            raise SqueezeError(f"train_bits={self.train_bits} must be 0 (all) or 2..{len(self.bits)}")
+        if not 0.0 < self.partial_ratio <= 1.0:
+            raise SqueezeError("partial_ratio must be in (0, 1]")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.quant_lr <= 0:
+            raise SqueezeError("epochs, batch_size, lr and quant_lr must be positive")
+        if self.subset < 0 or self.eval_subset < 0:
+            raise SqueezeError("subset and eval_subset must be >= 0 (0 = the whole split)")
+
+    @property
+    def amortize(self) -> bool:
+        return self.variant in ("multiquant", "multiquant-no-distill")
+
+    @property
+    def distill(self) -> bool:
+        return self.variant != "multiquant-no-distill"
+
+    @property
+    def multi_branch(self) -> bool:
+        return self.variant != "any-precision"
+
+    def identity(self) -> dict[str, Any]:
+        """Every field that decides the result (checkpoints resume only under the same identity)."""
+        d = asdict(self)
+        d.pop("extra")
+        d["bits"] = list(self.bits)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MultiQuantConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise SqueezeError(f"unknown MultiQuant option(s) {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**known)

@@ -1,0 +1,127 @@
+"""MultiQuant: branch tables, quantizer math, topology against the float network, runs and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from squeeze.errors import SqueezeError
+from squeeze.methods.multiquant import MultiBitResNet, MultiQuantConfig, branch_plan, eval_run, train_multiquant
+from squeeze.methods.multiquant import layers as mq_layers
+from squeeze.methods.multiquant.quantizers import quantize_activation, quantize_weight
+from squeeze.methods.multiquant.task import step_bits
+from squeeze.train.engine import EngineConfig
+from squeeze.train.state import CHECKPOINT
+from squeeze.zoo.resnet_fmnist import ResNetFmnistArch, build_resnet_fmnist
+
+TINY = ResNetFmnistArch(widths=(4, 8, 8), blocks=1)
+
+
+def _float_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_resnet_fmnist(TINY)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so tiling them is actually checked
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def test_branch_tables_match_the_paper() -> None:
+    used = {b: (p.start, p.full, p.partial) for b in range(2, 9) for p in [branch_plan(b, amortize=True)]}
+    assert used == {2: (0, 1, False), 3: (0, 1, True), 4: (1, 2, False), 5: (1, 2, True), 6: (1, 3, False),
+                    7: (0, 3, True), 8: (0, 4, False)}
+    assert all(branch_plan(b, amortize=False).start == 0 for b in range(2, 9))
+
+
+def test_quantizers_against_direct_formulas() -> None:
+    w = torch.linspace(-2, 2, 101)
+    q = quantize_weight(w, torch.tensor(-1.0), torch.tensor(1.0), 2)
+    t = ((w + 1) / 2).clamp(0, 1)
+    assert torch.allclose(q, torch.round(t * 3) / 3 * 2 - 1)
+    assert torch.allclose(q.unique(), torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0]))
+    x = torch.linspace(-1, 5, 6001)
+    for bits in (2, 5, 8):
+        a = quantize_activation(x, torch.tensor(0.0), torch.tensor(4.0), bits)
+        assert len(a.unique()) == 2 ** bits and a.min() == 0 and a.max() == 1
+    w.requires_grad_(True)
+    quantize_weight(w, torch.tensor(-1.0), torch.tensor(1.0), 2).sum().backward()
+    assert w.grad[50] == 1.0 and w.grad[0] == 0.0  # straight-through inside the range, zero outside
+
+
+@pytest.mark.parametrize("variant", ["multiquant", "any-precision", "multiquant-no-amortization"])
+def test_forward_at_every_bit_width(variant: str) -> None:
+    cfg = MultiQuantConfig(variant=variant)
+    net = MultiBitResNet(TINY, cfg)
+    net.init_from_float(_float_net())
+    x = torch.randn(3, 1, 28, 28)
+    for bits in cfg.bits:
+        net.set_bits(bits)
+        out = net(x)
+        assert out.shape == (3, 10) and torch.isfinite(out).all()
+    with pytest.raises(SqueezeError, match="trained for bit widths"):
+        MultiBitResNet(TINY, MultiQuantConfig(bits=(2, 4, 8))).set_bits(3)
+
+
+def test_without_quantization_the_topology_is_the_float_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Identity quantizers: every even width (tiled identical branches, averaged) reproduces the float net."""
+    monkeypatch.setattr(mq_layers, "quantize_weight", lambda w, lo, hi, bits: w)
+    monkeypatch.setattr(mq_layers, "quantize_activation", lambda x, lo, hi, bits: x)
+    ref_net = _float_net()
+    x = torch.randn(4, 1, 28, 28)
+    ref = ref_net(x)
+    for variant in ("multiquant", "multiquant-no-amortization", "any-precision"):
+        cfg = MultiQuantConfig(variant=variant)
+        net = MultiBitResNet(TINY, cfg)
+        net.init_from_float(ref_net)
+        net.eval()
+        for bits in cfg.bits:
+            net.set_bits(bits)
+            if bits % 2 == 0 or variant == "any-precision":
+                assert torch.allclose(net(x), ref, atol=1e-5), (variant, bits)
+
+
+def test_step_bits_sampling() -> None:
+    bits = (2, 3, 4, 5, 6, 7, 8)
+    assert step_bits(bits, 0, 5, 0) == [8, 7, 6, 5, 4, 3, 2]
+    picks = [step_bits(bits, 3, s, 0) for s in range(40)]
+    assert all(p[0] == 8 and p[-1] == 2 and len(p) == 3 for p in picks)
+    assert {p[1] for p in picks} == {3, 4, 5, 6, 7}
+    assert picks == [step_bits(bits, 3, s, 0) for s in range(40)]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"bits": "1,2,8"}, "outside 2..8"), ({"bits": "2,4,9"}, "outside 2..8"),
+    ({"bits": "2,3,4"}, "lacks the distillation teacher"), ({"bits": "2,x"}, "comma list"),
+    ({"variant": "nope"}, "variant"), ({"teacher_bits": 4, "bits": "2,4,8"}, "widest"),
+])
+def test_bad_config(bad: dict, match: str) -> None:
+    with pytest.raises(SqueezeError, match=match):
+        MultiQuantConfig(**bad)
+
+
+def test_train_eval_resume_refusals(tmp_path: Path) -> None:
+    """A two-step run end to end: per-bit results, eval by bit width, refusals keep the checkpoint."""
+    cfg = MultiQuantConfig(bits=(2, 3, 4, 8), train_bits=3, epochs=1, subset=64, batch_size=32, eval_subset=32)
+    run = tmp_path / "run"
+    torch.set_num_threads(1)
+    out = train_multiquant(cfg, EngineConfig(run, progress=False), float_net=_float_net(), float_top1=50.0,
+                           test_limit=64)
+    assert set(out["top1"]) == {"2", "3", "4", "8"}
+    saved = json.loads((run / "multiquant.json").read_text())
+    assert saved["test_images"] == 64 and saved["log"][0]["epoch"] == 1
+    ckpt = (run / CHECKPOINT).read_bytes()
+    with pytest.raises(SqueezeError, match="not among"):
+        eval_run(run, abits=5)
+    bigger = MultiQuantConfig(bits=(2, 3, 4, 8), train_bits=3, epochs=2, subset=64, batch_size=32, eval_subset=32)
+    with pytest.raises(SqueezeError, match="another model or config"):
+        train_multiquant(bigger, EngineConfig(run, resume=True, progress=False), float_net=_float_net(),
+                         float_top1=50.0)
+    with pytest.raises(SqueezeError, match="already holds"):
+        train_multiquant(cfg, EngineConfig(run, progress=False), float_net=_float_net(), float_top1=50.0)
+    assert (run / CHECKPOINT).read_bytes() == ckpt

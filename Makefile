@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.squeeze-setup
 
-.PHONY: setup demo test test-slow bench-foundation bench-multiquant clean
+.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test-slow: setup
 
 bench-foundation: setup
 	$(BIN)/squeeze bench foundation
+
+# resumable (runs/bench/vit-ptq.cache.json); one thread per process avoids oversubscribing small machines
+bench-vit-ptq: setup
+	OMP_NUM_THREADS=1 $(BIN)/squeeze bench vit-ptq
 
 # ~90 min on 2 CPU cores (4 variants trained from the float resnet-fmnist; resumable, runs/bench/multiquant/)
 bench-multiquant: setup

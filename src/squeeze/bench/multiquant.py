@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from squeeze.bench.common import save_figure
 from squeeze.methods.multiquant.config import VARIANTS, MultiQuantConfig
 from squeeze.methods.multiquant.run import RESULT, load_float, train_multiquant, weights_tag
 from squeeze.report import Report, format_table, peak_rss_mb
@@ -112,11 +113,7 @@ def line_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def run(out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import Cell, ZooRunner, aggregate, fingerprint, is_tie, run_cells, write_results
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, fingerprint, is_tie, run_cells, save_figure,
+                                  write_results)
 from squeeze.report import format_table
 from squeeze.train.checkpoint import write_json
 
@@ -189,10 +190,7 @@ def line_plot(agg: list[dict[str, Any]], path: Path) -> None:
         ax.legend(fontsize=7, ncol=2)
     fig.suptitle("ViT PTQ: top-1 versus bit width (mean ± std over calibration seeds)")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def run(out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",

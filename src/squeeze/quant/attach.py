@@ -65,14 +65,29 @@ def probe_roles(model: nn.Module, sample: torch.Tensor) -> Roles:
         handles.append(mod.register_forward_hook(lambda m, i, o, n=name: on_output(m, i, o, n)))
         if isinstance(mod, (QuantLinear, QuantConv2d)):
             handles.append(mod.register_forward_pre_hook(lambda m, a, n=name: on_input(m, a, n)))
+    forward_with_hooks(model, sample, handles)
+    roles.post_ln = {k: v for k, v in roles.post_ln.items() if k not in escaped}
+    return roles
+
+
+def check_schemes(act_scheme: str, weight_estimator: str) -> None:
+    """Validate a method config's activation scheme and weight range estimator (one-line errors)."""
+    from squeeze.errors import SqueezeError  # noqa: PLC0415
+
+    if act_scheme not in ("repq", "minmax", "percentile"):
+        raise SqueezeError(f"act_scheme={act_scheme!r}; use repq, minmax or percentile")
+    if weight_estimator not in ("minmax", "mse", "omse"):
+        raise SqueezeError(f"weight_estimator={weight_estimator!r}; use minmax, mse or omse")
+
+
+def forward_with_hooks(model: nn.Module, sample: torch.Tensor, handles: list) -> None:
+    """Run ``model(sample)`` without gradients, then remove every hook handle (also on error)."""
     try:
         with torch.no_grad():
             model(sample)
     finally:
         for h in handles:
             h.remove()
-    roles.post_ln = {k: v for k, v in roles.post_ln.items() if k not in escaped}
-    return roles
 
 
 def weight_spec(bits: int, estimator: str = "minmax") -> QuantSpec:

@@ -19,7 +19,7 @@ from squeeze.methods.gptq.solver import gptq_quantize
 from squeeze.methods.repq_vit.method import reparameterize_stage
 from squeeze.methods.steps import calibrate_activations, quantize_weight_rtn, weight_layers
 from squeeze.quant import primitives as P
-from squeeze.quant.attach import Roles, attach_quantizers, probe_roles
+from squeeze.quant.attach import Roles, attach_quantizers, check_schemes, probe_roles
 from squeeze.quant.calibrate import Stage, walk
 from squeeze.quant.modules import QuantConv2d, QuantLinear
 
@@ -43,10 +43,7 @@ class GPTQConfig(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.act_scheme not in ("repq", "minmax", "percentile"):
-            raise SqueezeError(f"act_scheme={self.act_scheme!r}; use repq, minmax or percentile")
-        if self.weight_estimator not in ("minmax", "mse", "omse"):
-            raise SqueezeError(f"weight_estimator={self.weight_estimator!r}; use minmax, mse or omse")
+        check_schemes(self.act_scheme, self.weight_estimator)
         if not 0 < self.percdamp < 1:
             raise SqueezeError("percdamp must be in (0, 1), e.g. 0.01")
 

@@ -31,7 +31,7 @@ from squeeze.methods.ptq4vit.search import (Candidate, alpha_grid, best_candidat
                                             weighted_error)
 from squeeze.methods.ptq4vit.twin import TwinUniformQuantizer
 from squeeze.methods.steps import quantize_weight_rtn
-from squeeze.quant.attach import attach_quantizers, probe_roles
+from squeeze.quant.attach import attach_quantizers, forward_with_hooks, probe_roles
 from squeeze.quant.calibrate import QUANT_MODULES, Stage, find_blocks, walk
 from squeeze.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from squeeze.quant.quantizer import Quantizer
@@ -94,12 +94,7 @@ def find_post_gelu(model: nn.Module, sample: torch.Tensor) -> set[str]:
         elif isinstance(mod, QuantLinear):
             handles.append(mod.register_forward_pre_hook(
                 lambda _m, a, n=name: found.add(n) if id(a[0]) in outputs else None))
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, sample, handles)
     return found
 
 

@@ -24,7 +24,7 @@ from squeeze.errors import SqueezeError
 from squeeze.methods.recon.rounding import AdaRoundWeight, adaround, annealed_beta
 from squeeze.methods.repq_vit.method import reparameterize_stage
 from squeeze.methods.steps import act_quantizers, calibrate_activations, quantize_weight_rtn, weight_layers
-from squeeze.quant.attach import Roles
+from squeeze.quant.attach import Roles, check_schemes
 from squeeze.quant.calibrate import Stage
 from squeeze.quant.modules import QuantConv2d, QuantLinear
 from squeeze.quant.quantizer import Quantizer
@@ -67,10 +67,7 @@ class ReconConfig(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.act_scheme not in ("repq", "minmax", "percentile"):
-            raise SqueezeError(f"act_scheme={self.act_scheme!r}; use repq, minmax or percentile")
-        if self.weight_estimator not in ("minmax", "mse", "omse"):
-            raise SqueezeError(f"weight_estimator={self.weight_estimator!r}; use minmax, mse or omse")
+        check_schemes(self.act_scheme, self.weight_estimator)
         check_recon_fields(self.iters, self.recon_batch, self.lr)
         if not 0 <= self.warmup < 1:
             raise SqueezeError(f"warmup={self.warmup} must be in [0, 1), e.g. 0.2")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     import torch
 
-from squeeze.train.checkpoint import write_json
+from squeeze.train.checkpoint import fingerprint, write_json  # noqa: F401  (fingerprint: re-exported)
 
 
 @dataclass(frozen=True)
@@ -106,17 +106,6 @@ def device_label(device: str) -> str:
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return f"{device} ({torch.get_num_threads()} threads)"
-
-
-def fingerprint(model: "torch.nn.Module") -> str:
-    """Short hash of a model's weights (names, shapes and values)."""
-    import hashlib  # noqa: PLC0415
-
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:10]
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

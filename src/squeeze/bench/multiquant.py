@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import save_figure
+from squeeze.bench.common import fingerprint, save_figure
 from squeeze.methods.multiquant.config import VARIANTS, MultiQuantConfig
-from squeeze.methods.multiquant.run import RESULT, load_float, train_multiquant, weights_tag
+from squeeze.methods.multiquant.run import RESULT, load_float, train_multiquant
 from squeeze.report import Report, format_table, peak_rss_mb
 from squeeze.train.engine import EngineConfig
 from squeeze.train.state import CHECKPOINT
@@ -128,7 +128,7 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
     unknown = sorted(set(only or []) - set(VARIANTS))
     if unknown:
         raise SqueezeError(f"--models {unknown}: this suite's variants are {', '.join(VARIANTS)}")
-    tag = weights_tag(load_float(cfg)[0])
+    tag = fingerprint(load_float(cfg)[0])
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     rows = []
     for variant in only or VARIANTS:

@@ -81,3 +81,14 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically."""
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """Short hash of a model's weights (names, shapes and values)."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:10]

@@ -20,19 +20,12 @@ from squeeze.methods.multiquant.config import MultiQuantConfig
 from squeeze.methods.multiquant.network import MultiBitResNet
 from squeeze.methods.multiquant.task import MultiQuantTask, evaluate_bits
 from squeeze.report import package_versions
-from squeeze.train.checkpoint import atomic_save_tensors, load_tensors, write_json
+from squeeze.train.checkpoint import atomic_save_tensors, fingerprint, load_tensors, write_json
 from squeeze.train.engine import EngineConfig, fit
 from squeeze.zoo.resnet_fmnist import ResNetFmnist, ResNetFmnistArch, load_resnet_fmnist_float
 
 RESULT = "multiquant.json"
 WEIGHTS = "model.safetensors"
-
-
-def weights_tag(net: torch.nn.Module) -> str:
-    """Fingerprint of the float weights a run starts from (a retrained float model changes it)."""
-    from squeeze.bench.common import fingerprint  # noqa: PLC0415
-
-    return fingerprint(net)
 
 
 def load_float(cfg: MultiQuantConfig) -> tuple[ResNetFmnist, float]:
@@ -53,7 +46,7 @@ def train_multiquant(cfg: MultiQuantConfig, engine: EngineConfig, float_net: Res
     if float_net is None:
         float_net, float_top1 = load_float(cfg)
     data, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-    task = MultiQuantTask(cfg, float_net, weights_tag(float_net), data, test)
+    task = MultiQuantTask(cfg, float_net, fingerprint(float_net), data, test)
     start = time.perf_counter()
     result = fit(task, engine)
     seconds = time.perf_counter() - start

@@ -58,7 +58,8 @@ def layer_rows(layer: QuantLinear | QuantConv2d, x: torch.Tensor) -> torch.Tenso
 
 def collect_hessians(stage: Stage, layers: list[tuple[str, QuantLinear | QuantConv2d]]) -> dict[str, torch.Tensor]:
     """``X^T X / n`` of each layer's quantized input over one pass of the stage (hooks removed)."""
-    hess = {n: torch.zeros(l.weight[0].numel(), l.weight[0].numel(), dtype=torch.float64) for n, l in layers}
+    hess = {n: torch.zeros(l.weight[0].numel(), l.weight[0].numel(), dtype=torch.float64, device=l.weight.device)
+            for n, l in layers}
     count = {n: 0 for n, _ in layers}
 
     def hook(name: str, layer: QuantLinear | QuantConv2d):

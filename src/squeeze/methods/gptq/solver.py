@@ -17,7 +17,7 @@ ColumnQuantizer = Callable[[torch.Tensor, int], torch.Tensor]
 def damped_inverse_cholesky(h: torch.Tensor, percdamp: float) -> torch.Tensor:
     """Upper Cholesky factor of ``(H + damp*I)^-1`` with ``damp = percdamp * mean(diag H)``."""
     damp = percdamp * torch.diag(h).mean()
-    h = h + damp * torch.eye(h.shape[0], dtype=h.dtype)
+    h = h + damp * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     lower = torch.linalg.cholesky(h)
     inv = torch.cholesky_inverse(lower)
     return torch.linalg.cholesky(inv, upper=True)
@@ -37,12 +37,12 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, quant: ColumnQuantizer, bloc
         act_order: process columns by decreasing ``diag(H)`` (largest activations first).
     """
     w = w.detach().double().clone()
-    h = h.detach().double().clone()
+    h = h.detach().double().to(w.device).clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     cols = w.shape[1]
-    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols)
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols, device=w.device)
     w, h = w[:, perm], h[perm][:, perm]
     hinv = damped_inverse_cholesky(h, percdamp)
     q = torch.zeros_like(w)

@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.squeeze-setup
 
-.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant clean
+.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant bench-nm bench-sr-ptq bench-deploy clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,18 @@ bench-vit-ptq: setup
 # ~90 min on 2 CPU cores (4 variants trained from the float resnet-fmnist; resumable, runs/bench/multiquant/)
 bench-multiquant: setup
 	$(BIN)/squeeze bench multiquant
+
+# ~55-65 min on 2 CPU cores (22 short fine-tunes from the float resnet-fmnist; resumable, runs/bench/nm/)
+bench-nm: setup
+	$(BIN)/squeeze bench nm
+
+# needs the edsr-x2/edsr-x4 checkpoints (squeeze train edsr-x2); ~20-35 min on 2 CPU cores
+bench-sr-ptq: setup
+	$(BIN)/squeeze bench sr-ptq
+
+# latencies at 2 intra-op threads on an otherwise idle machine; ~20-30 min
+bench-deploy: setup
+	OMP_NUM_THREADS=2 $(BIN)/squeeze bench deploy
 
 clean:
 	rm -rf out .pytest_cache

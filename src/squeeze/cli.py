@@ -46,6 +46,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from squeeze.methods.multiquant import VARIANTS
     from squeeze.train.engine import EngineConfig
 
+    if args.model == "nm":
+        from squeeze.sparse.cli import cmd_train_nm
+
+        print(json.dumps(cmd_train_nm(args, _options(args.set)), indent=2))
+        return
+
     engine = EngineConfig(Path(args.workdir), resume=args.resume, devices=args.devices, nodes=args.nodes,
                           accelerator=args.accelerator)
     if args.model in VARIANTS:
@@ -92,6 +98,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(run_eval(Path(args.dir)), indent=2))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from squeeze.deploy.runner import export_run
+
+    deploy = export_run(Path(args.dir), nearest=args.nearest, int4_weight=args.int4_weight)
+    print(json.dumps(deploy, indent=2))
+    print(f"wrote {args.dir}/{deploy['file']} ({deploy['kind']}, simulated: {str(deploy['simulated']).lower()})")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from squeeze.deploy.runner import run_artifact
+
+    print(json.dumps(run_artifact(Path(args.dir), threads=args.threads), indent=2))
+
+
+def cmd_upscale(args: argparse.Namespace) -> None:
+    from squeeze.sr_upscale import upscale
+
+    out = upscale(args.model, Path(args.input), Path(args.output), tile=args.tile, overlap=args.overlap,
+                  device=args.device)
+    print(f"wrote {out}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from squeeze.bench import run_bench
 
@@ -102,6 +130,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from squeeze.sparse.cli import add_check_nm_parser, add_train_nm_args
+
     parser = argparse.ArgumentParser(prog="squeeze", description="Compress PyTorch models and measure them honestly.")
     sub = parser.add_subparsers(dest="command", required=True)
     zoo = sub.add_parser("zoo", help="model zoo")
@@ -110,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.set_defaults(fn=cmd_zoo)
     sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
     train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train multiquant")
-    train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14) or multiquant, "
-                       "any-precision, multiquant-no-amortization, multiquant-no-distill")
+    train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14, edsr-x2, edsr-x4); multiquant, "
+                       "any-precision, multiquant-no-amortization, multiquant-no-distill; or nm (N:M sparsity)")
     train.add_argument("--workdir", default="runs/train")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     train.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node")
@@ -122,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="multiquant option")
     train.add_argument("--epochs", type=int, default=None, help="zoo recipe: shorter smoke run (no export)")
     train.add_argument("--subset", type=int, default=None, help="zoo recipe: train on this many images (smoke)")
+    add_train_nm_args(train)
     train.set_defaults(fn=cmd_train)
     q = sub.add_parser("quantize", help="post-training quantization of MODEL")
     q.add_argument("model", help="zoo name (squeeze zoo list), timm:NAME@weights.safetensors or an HF folder")
@@ -138,12 +169,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("dir")
     ev.add_argument("--abits", type=int, default=None, help="MultiQuant run: evaluate at this bit width only")
     ev.set_defaults(fn=cmd_eval)
+    ex = sub.add_parser("export", help="export a saved run to a file a real runtime executes (ONNX Runtime)")
+    ex.add_argument("dir", help="a folder written by `squeeze quantize`")
+    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--nearest", action="store_true", help="a run with no CPU integer kernel (W4A4, log2 softmax, "
+                    "...): export the nearest deployable configuration, labelled simulated: true")
+    ex.add_argument("--int4-weight", action="store_true", help="4-bit weight-only artifact (ORT MatMulNBits)")
+    ex.set_defaults(fn=cmd_export)
+    rn = sub.add_parser("run", help="evaluate an exported run in ONNX Runtime; record metric and agreement")
+    rn.add_argument("dir", help="a run folder after `squeeze export DIR --format onnx`")
+    rn.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
+    rn.set_defaults(fn=cmd_run)
+    add_check_nm_parser(sub)
+    up = sub.add_parser("upscale", help="super-resolve an image with an SR zoo model or a quantized run folder")
+    up.add_argument("model", help="edsr-x2, edsr-x4 or a folder written by `squeeze quantize`")
+    up.add_argument("input", help="input image (PNG, JPEG, ...)")
+    up.add_argument("output", help="output PNG (written atomically)")
+    up.add_argument("--tile", type=int, default=128, help="tile size in input pixels (bounds memory)")
+    up.add_argument("--overlap", type=int, default=16, help="context pixels around each tile")
+    up.add_argument("--device", default="cpu")
+    up.set_defaults(fn=cmd_upscale)
     bench = sub.add_parser("bench", help="run a benchmark suite and write docs/results")
     bench.add_argument("suite")
     bench.add_argument("--out", default="docs/results")
     bench.add_argument("--quick", action="store_true", help="one seed, fewer cells (smoke run)")
     bench.add_argument("--models", default="", help="comma list: run only these models' cells into the "
-                       "resumable cache (staged runs); the full command then writes the results")
+                       "resumable cache (staged runs; the full command then writes the results); with "
+                       "--cached-only, write results for only these models")
     bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (recorded in every row)")
     bench.add_argument("--cache-dir", default="runs/bench", help="where finished cells are kept for resuming")
     bench.add_argument("--methods", default="", help="comma list: run only these methods' cells now (vit-ptq)")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from squeeze.errors import SqueezeError
 
-SUITES = ("foundation", "vit-ptq", "multiquant")
+SUITES = ("foundation", "vit-ptq", "multiquant", "nm", "deploy", "sr-ptq")
 
 
 def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",
@@ -30,5 +30,21 @@ def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None 
         from squeeze.bench.multiquant import run as run_multiquant  # noqa: PLC0415
 
         run_multiquant(out, quick=quick, only=only, device=device, cache_dir=cache_dir)
+        return
+    if name == "nm":
+        from squeeze.bench.nm import run as run_nm  # noqa: PLC0415
+
+        run_nm(out, quick=quick, only=methods or only, device=device, cache_dir=cache_dir)
+        return
+    if name == "sr-ptq":
+        from squeeze.bench.sr_ptq import run as run_sr  # noqa: PLC0415
+
+        run_sr(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only,
+               methods=methods)
+        return
+    if name == "deploy":
+        from squeeze.bench.deploy import run as run_deploy  # noqa: PLC0415
+
+        run_deploy(out, quick=quick, only=only)
         return
     raise SqueezeError(f"unknown benchmark {name!r}; available: {', '.join(SUITES)}")

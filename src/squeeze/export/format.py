@@ -18,6 +18,7 @@ from torch import nn
 from squeeze.errors import SqueezeError
 from squeeze.export.packing import pack_codes, unpack_codes
 from squeeze.quant import primitives as P
+from squeeze.quant.custom import custom_headers, install_custom
 from squeeze.quant.modules import QUANT_LAYERS, iter_quantizers
 from squeeze.quant.quantizer import Quantizer, QuantSpec
 from squeeze.train.checkpoint import atomic_save_tensors
@@ -57,7 +58,7 @@ def save(model: nn.Module, path: str | Path) -> Path:
         if key not in skip and value.numel() > 0:
             tensors[key] = value
     quantizers = {n: {"spec": q.spec.to_dict(), "mode": q.mode} for n, q in iter_quantizers(model)}
-    header = {**meta, "layers": layers, "quantizers": quantizers}
+    header = {**meta, "layers": layers, "quantizers": quantizers, "custom_quantizers": custom_headers(model)}
     atomic_save_tensors(target, tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
                                                     "squeeze": json.dumps(header)})
     return target
@@ -104,11 +105,12 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     model = copy.deepcopy(model).eval()
     prepare_model(model)
     _install_quantizers(model, header["quantizers"], tensors)
+    install_custom(model, header.get("custom_quantizers", {}))
     for name, layout in header["layers"].items():
         tensors[f"{name}.weight"] = _unpack_weight(model.get_submodule(name), layout,
                                                    tensors.pop(f"{name}.weight.packed"))
     _load_state(model, tensors)
-    model.squeeze_meta = {k: v for k, v in header.items() if k not in ("layers", "quantizers")}
+    model.squeeze_meta = {k: v for k, v in header.items() if k not in ("layers", "quantizers", "custom_quantizers")}
     return model
 
 

@@ -67,7 +67,17 @@ def train_resnet_fmnist(engine: EngineConfig, out: Path = CHECKPOINTS, recipe: C
                                    recipe or RESNET_FMNIST_RECIPE, engine, out, None, subset)
 
 
-RECIPES = {"vit-fmnist": train_vit_fmnist, "resnet-fmnist": train_resnet_fmnist}
+def _edsr(name: str) -> Callable[..., float]:
+    """The recipe of an EDSR zoo model (``edsr-x2``, ``edsr-x4``); returns its test PSNR-Y."""
+    def train(engine: EngineConfig, out: Path = CHECKPOINTS, recipe: Any = None, subset: int | None = None) -> float:
+        from squeeze.zoo.edsr import train_edsr  # noqa: PLC0415
+
+        return train_edsr(name, engine, out, recipe, subset)
+    return train
+
+
+RECIPES = {"vit-fmnist": train_vit_fmnist, "resnet-fmnist": train_resnet_fmnist, "edsr-x2": _edsr("edsr-x2"),
+           "edsr-x4": _edsr("edsr-x4")}
 
 
 def train_recipe(name: str, workdir: Path, resume: bool = False, engine: EngineConfig | None = None,
@@ -86,9 +96,11 @@ def train_recipe(name: str, workdir: Path, resume: bool = False, engine: EngineC
     engine = replace(engine or EngineConfig(workdir), workdir=Path(workdir) / name, resume=resume)
     kwargs: dict[str, Any] = {"subset": subset}
     if epochs is not None:
+        from squeeze.zoo.edsr import SRRecipe  # noqa: PLC0415
         from squeeze.zoo.resnet_fmnist import RESNET_FMNIST_RECIPE  # noqa: PLC0415
 
-        base = VIT_FMNIST_RECIPE if name == "vit-fmnist" else RESNET_FMNIST_RECIPE
+        base = {"vit-fmnist": VIT_FMNIST_RECIPE, "resnet-fmnist": RESNET_FMNIST_RECIPE}.get(name, SRRecipe())
         kwargs["recipe"] = replace(base, epochs=epochs)
         kwargs["out"] = Path(workdir) / name / "export"
-    return {"model": name, "test_top1": RECIPES[name](engine, **kwargs)}
+    metric = "test_psnr_y" if name.startswith("edsr-") else "test_top1"
+    return {"model": name, metric: RECIPES[name](engine, **kwargs)}

@@ -1,0 +1,1 @@
+"""Image-quality metrics (super-resolution: PSNR and SSIM on the Y channel)."""

@@ -51,6 +51,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         print(json.dumps(cmd_train_nm(args, _options(args.set)), indent=2))
         return
+    if args.model == "uio":
+        from squeeze.memory.cli import cmd_train_uio
+
+        print(json.dumps(cmd_train_uio(args, _options(args.set)), indent=2))
+        return
 
     engine = EngineConfig(Path(args.workdir), resume=args.resume, devices=args.devices, nodes=args.nodes,
                           accelerator=args.accelerator)
@@ -78,7 +83,14 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
     fields = {"wbits": args.wbits, "abits": args.abits, "calib": args.calib, "seed": args.seed,
               **_options(args.set)}
-    config = make_config(args.method, **fields)
+    method = args.method
+    if args.data:  # data-free: synthesize the calibration images; --method names the PTQ backend
+        kind, _, generator = args.data.partition(":")
+        if kind != "synthetic" or not generator:
+            raise SqueezeError(f"--data {args.data!r}: use synthetic:spdfq, synthetic:psaq-vit or synthetic:noise")
+        fields.update(generator=generator, backend=args.method)
+        method = "spdfq"
+    config = make_config(method, **fields)
     row = run_quantize(args.model, config, Path(args.out), force=args.force)
     row["delta"] = row["quant"] - row["fp"]
     print(format_table([row], ["model", "method", "wbits", "abits", "calib", "seed", "metric", "fp", "quant",
@@ -130,6 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from squeeze.memory.cli import add_train_uio_args
     from squeeze.sparse.cli import add_check_nm_parser, add_train_nm_args
 
     parser = argparse.ArgumentParser(prog="squeeze", description="Compress PyTorch models and measure them honestly.")
@@ -140,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.set_defaults(fn=cmd_zoo)
     sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
     train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train multiquant")
-    train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14, edsr-x2, edsr-x4); multiquant, "
-                       "any-precision, multiquant-no-amortization, multiquant-no-distill; or nm (N:M sparsity)")
+    train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14, edsr-x2, edsr-x4, "
+                       "lm-shakespeare); multiquant, any-precision, multiquant-no-amortization, "
+                       "multiquant-no-distill; nm (N:M sparsity); or uio (memory-enhanced long context)")
     train.add_argument("--workdir", default="runs/train")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     train.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node")
@@ -153,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="zoo recipe: shorter smoke run (no export)")
     train.add_argument("--subset", type=int, default=None, help="zoo recipe: train on this many images (smoke)")
     add_train_nm_args(train)
+    add_train_uio_args(train)
     train.set_defaults(fn=cmd_train)
     q = sub.add_parser("quantize", help="post-training quantization of MODEL")
     q.add_argument("model", help="zoo name (squeeze zoo list), timm:NAME@weights.safetensors or an HF folder")
@@ -162,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib", type=int, default=32)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
+    q.add_argument("--data", default="", help="synthetic:spdfq|psaq-vit|noise: calibrate on synthetic images "
+                   "(no data needed); --method then names the PTQ backend (isvit, repq-vit)")
     q.add_argument("--out", required=True)
     q.add_argument("--force", action="store_true", help="replace an existing output folder")
     q.set_defaults(fn=cmd_quantize)
@@ -198,9 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "--cached-only, write results for only these models")
     bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (recorded in every row)")
     bench.add_argument("--cache-dir", default="runs/bench", help="where finished cells are kept for resuming")
-    bench.add_argument("--methods", default="", help="comma list: run only these methods' cells now (vit-ptq)")
+    bench.add_argument("--methods", default="", help="comma list: run only these methods' cells now (vit-ptq, dfq, sr-ptq)")
     bench.add_argument("--cached-only", action="store_true",
-                       help="write results from the cells already run (vit-ptq), listing the missing ones")
+                       help="write results from the cells/runs already finished, listing the missing ones")
     bench.set_defaults(fn=cmd_bench)
     return parser
 

@@ -28,7 +28,9 @@ def fp32_bytes(model: torch.nn.Module) -> int:
 def quantize_zoo_model(zm: ZooModel, config: QuantConfig, fp: float | None = None) -> tuple[torch.nn.Module, Report]:
     """Quantize a zoo model with ``config`` and measure it; ``fp`` skips re-measuring the float model."""
     fp = zm.evaluate(zm.model) if fp is None else fp
-    calib = zm.calib_inputs(config.calib, config.seed)
+    # a data-free method (spdfq) synthesizes its own images: it gets placeholders of the right shape, no data
+    calib = (torch.zeros(config.calib, *zm.input_shape) if getattr(config, "data_free", False)
+             else zm.calib_inputs(config.calib, config.seed))
     start = time.perf_counter()
     qmodel = quantize(zm.model, config, calib, name=zm.name)
     seconds = time.perf_counter() - start

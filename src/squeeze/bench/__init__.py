@@ -5,7 +5,7 @@ from pathlib import Path
 
 from squeeze.errors import SqueezeError
 
-SUITES = ("foundation", "vit-ptq", "multiquant", "nm", "deploy", "sr-ptq")
+SUITES = ("foundation", "vit-ptq", "multiquant", "nm", "deploy", "sr-ptq", "dfq", "long-context")
 
 
 def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",
@@ -29,7 +29,7 @@ def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None 
     if name == "multiquant":
         from squeeze.bench.multiquant import run as run_multiquant  # noqa: PLC0415
 
-        run_multiquant(out, quick=quick, only=only, device=device, cache_dir=cache_dir)
+        run_multiquant(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only)
         return
     if name == "nm":
         from squeeze.bench.nm import run as run_nm  # noqa: PLC0415
@@ -41,6 +41,17 @@ def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None 
 
         run_sr(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only,
                methods=methods)
+        return
+    if name == "dfq":
+        from squeeze.bench.dfq import run as run_dfq  # noqa: PLC0415
+
+        run_dfq(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only,
+                methods=methods)
+        return
+    if name == "long-context":
+        from squeeze.bench.long_context import run as run_long  # noqa: PLC0415
+
+        run_long(out, quick=quick, cache_dir=cache_dir)
         return
     if name == "deploy":
         from squeeze.bench.deploy import run as run_deploy  # noqa: PLC0415

@@ -8,6 +8,7 @@ run folder under ``runs/bench/multiquant/``; a finished run is kept and not trai
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,11 @@ BENCH_CONFIG = MultiQuantConfig(bits=(2, 3, 4, 5, 6, 7, 8), train_bits=3, epochs
                                 lr=0.01, quant_lr=1e-4, eval_subset=2000, seed=0)
 QUICK_CONFIG = replace(BENCH_CONFIG, epochs=1, subset=256, eval_subset=200)
 QUICK_TEST_IMAGES = 500
+
+
+def config_tag(cfg: MultiQuantConfig) -> str:
+    """Short hash of the config's identity: a changed schedule trains afresh instead of reusing old runs."""
+    return hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def run_variant(cfg: MultiQuantConfig, folder: Path, accelerator: str, test_limit: int | None) -> dict[str, Any]:
@@ -64,6 +70,11 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
         drop = fp - acc[("multiquant", 8)]
         lines.append(f"- 8 bits: multiquant {acc[('multiquant', 8)]:.2f} vs float {fp:.2f} (drop {drop:.2f}; "
                      f"target <= 2): {'met' if drop <= 2 else 'NOT met'}")
+    train = {r["method"]: r["seconds"] for r in rows}
+    total = sum(train.values()) / 60
+    lines.append(f"- training time: {total:.0f} min for {len(train)} of {len(VARIANTS)} variants "
+                 "(target: all four under 90 min on 2 CPU cores): "
+                 f"{'met' if total <= 90 and len(train) == len(VARIANTS) else 'NOT met' if total > 90 else 'incomplete'}")
     for ablation, what in (("multiquant-no-amortization", "amortization"), ("multiquant-no-distill", "distillation")):
         bits = sorted(b for m, b in acc if m == ablation)
         if bits and all(("multiquant", b) in acc for b in bits):
@@ -72,7 +83,7 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str) -> str:
+def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str, missing: list[str] | None = None) -> str:
     bits = sorted({r["abits"] for r in rows})
     table = []
     for method in VARIANTS:
@@ -83,7 +94,7 @@ def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str) -> st
     cols = ["method", *[f"A{b}" for b in bits], "train s"]
     return "\n".join([
         "# MultiQuant: one network at any bit width", "",
-        f"Written by `{COMMAND}`. Model `resnet-fmnist` (float top-1 {rows[0]['fp']:.2f} %), Fashion-MNIST test "
+        f"Written by `{COMMAND}{' --cached-only' if missing else ''}`. Model `resnet-fmnist` (float top-1 {rows[0]['fp']:.2f} %), Fashion-MNIST test "
         f"top-1 % at each activation bit width `A{{b}}` (MultiQuant and its ablations: 2-bit weights in 4 branches; "
         "any-precision: weights at the same bit width as activations). Every variant starts from the float "
         f"checkpoint and trains with the same schedule and seed: {cfg.epochs} epochs of {cfg.subset} random "
@@ -91,6 +102,7 @@ def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str) -> st
         f"widths per step (the widest, the narrowest and random others), SGD lr {cfg.lr} cosine, seed {cfg.seed}. "
         "`train s` is training time of the variant. All rows are fake-quant simulations. "
         "Deviations from the paper: docs/methods/multiquant.md.", "",
+        *([f"**Not run yet** (results written with `--cached-only`): {', '.join(missing)}.", ""] if missing else []),
         format_table(table, cols), "", "## Checks against the issue", "", *checks(rows), "",
         f"![accuracy vs bit width]({name}.png)", ""])
 
@@ -117,8 +129,12 @@ def line_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def run(out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",
-        cache_dir: Path = Path("runs/bench")) -> None:
-    """Train the four variants (``only``: these variants, into the cache only) and write the results."""
+        cache_dir: Path = Path("runs/bench"), cached_only: bool = False) -> None:
+    """Train the four variants (``only``: these variants, into the cache only) and write the results.
+
+    ``cached_only`` trains nothing and writes the results of the variants already finished, naming the
+    missing ones on the page.
+    """
     from squeeze.errors import SqueezeError  # noqa: PLC0415
     from squeeze.report import write_suite  # noqa: PLC0415
     from squeeze.train.checkpoint import atomic_write_bytes  # noqa: PLC0415
@@ -130,14 +146,20 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
         raise SqueezeError(f"--models {unknown}: this suite's variants are {', '.join(VARIANTS)}")
     tag = fingerprint(load_float(cfg)[0])
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    rows = []
+    rows, missing = [], []
     for variant in only or VARIANTS:
-        folder = Path(cache_dir) / name / f"{variant}-{tag}"
-        summary = run_variant(replace(cfg, variant=variant), folder, accelerator, QUICK_TEST_IMAGES if quick else None)
+        vcfg = replace(cfg, variant=variant)
+        folder = Path(cache_dir) / name / f"{variant}-{tag}-{config_tag(vcfg)}"
+        if cached_only and not (folder / RESULT).is_file():
+            missing.append(variant)
+            continue
+        summary = run_variant(vcfg, folder, accelerator, QUICK_TEST_IMAGES if quick else None)
         rows += rows_of(summary, cfg.seed)
-    if only:
+    if only and not cached_only:
         return
+    if not rows:
+        raise SqueezeError(f"no finished variant under {cache_dir}/{name}; run `{COMMAND}` first")
     write_suite(rows, out / f"{name}.json")
-    atomic_write_bytes(out / f"{name}.md", markdown(rows, cfg, name).encode())
+    atomic_write_bytes(out / f"{name}.md", markdown(rows, cfg, name, missing).encode())
     line_plot(rows, out / f"{name}.png", "MultiQuant vs Any-Precision on resnet-fmnist")
     print((out / f"{name}.md").read_text())

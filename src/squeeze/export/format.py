@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from squeeze.errors import SqueezeError
@@ -21,7 +20,7 @@ from squeeze.quant import primitives as P
 from squeeze.quant.custom import custom_headers, install_custom
 from squeeze.quant.modules import QUANT_LAYERS, iter_quantizers
 from squeeze.quant.quantizer import Quantizer, QuantSpec
-from squeeze.train.checkpoint import atomic_save_tensors
+from squeeze.train.checkpoint import atomic_save_tensors, read_format_file
 
 FORMAT = "squeeze-quant"
 FORMAT_VERSION = 1
@@ -66,23 +65,8 @@ def save(model: nn.Module, path: str | Path) -> Path:
 
 def read_file(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read header and tensors of a squeeze file, validating format and version."""
-    path = Path(path)
-    target = path / FILENAME if path.is_dir() else path
-    if not target.is_file():
-        raise SqueezeError(f"{target} does not exist; pass a folder written by `squeeze quantize`")
-    try:
-        with safe_open(str(target), framework="pt") as handle:
-            info = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except Exception as exc:  # corrupt header, truncated body...
-        raise SqueezeError(f"{target} is corrupt or truncated ({type(exc).__name__}); re-run `squeeze quantize`") from exc
-    if info.get("format") != FORMAT:
-        raise SqueezeError(f"{target} is not a squeeze quantized model (format {info.get('format')!r})")
-    version = int(info.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise SqueezeError(f"{target} uses format version {version}, newer than this squeeze "
-                           f"({FORMAT_VERSION}); upgrade squeeze to load it")
-    return json.loads(info["squeeze"]), tensors
+    _, meta, tensors = read_format_file(path, FILENAME, FORMAT, FORMAT_VERSION, "quantized model", "squeeze quantize")
+    return json.loads(meta["squeeze"]), tensors
 
 
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:

@@ -4,3 +4,4 @@ from squeeze.methods import ptq4vit  # noqa: F401
 from squeeze.methods import isvit, recon  # noqa: F401
 from squeeze.methods import erq  # noqa: F401
 from squeeze.methods import dfsq  # noqa: F401
+from squeeze.methods import spdfq  # noqa: F401

@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 from torch import nn
 
 from squeeze.errors import SqueezeError
 from squeeze.sparse import masks as K
-from squeeze.train.checkpoint import atomic_save_tensors
+from squeeze.train.checkpoint import atomic_save_tensors, read_format_file
 
 FORMAT = "squeeze-nm"
 FORMAT_VERSION = 1
@@ -96,21 +95,7 @@ def save_nm(model: nn.Module, path: str | Path, info: dict[str, Any]) -> dict[st
 
 def read_nm(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Header and raw tensors of a compact N:M file (format and version validated)."""
-    path = Path(path)
-    target = path / FILENAME if path.is_dir() else path
-    if not target.is_file():
-        raise SqueezeError(f"{target} does not exist; pass a file written by `squeeze train nm`")
-    try:
-        with safe_open(str(target), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise SqueezeError(f"{target} is corrupt or not safetensors ({type(exc).__name__}); re-export it") from exc
-    if meta.get("format") != FORMAT:
-        raise SqueezeError(f"{target} is not a squeeze N:M file (format {meta.get('format')!r})")
-    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-        raise SqueezeError(f"{target} uses N:M format version {meta['format_version']}, newer than this squeeze "
-                           f"({FORMAT_VERSION}); upgrade squeeze")
+    target, meta, tensors = read_format_file(path, FILENAME, FORMAT, FORMAT_VERSION, "N:M file", "squeeze train nm")
     try:
         header = json.loads(meta["squeeze"])
         int(header["n"]), int(header["m"]), dict(header["layers"])

@@ -19,8 +19,8 @@ from torch import nn
 from squeeze.errors import SqueezeError
 from squeeze.sparse.config import NMConfig
 from squeeze.sparse.layers import bake, sparsify
-from squeeze.train.classifier import augment, evaluate_top1
-from squeeze.train.engine import StepContext, derived_seed, epoch_indices
+from squeeze.train.classifier import augmented_batches, evaluate_top1
+from squeeze.train.engine import StepContext
 
 DEFAULT_LR = {"resnet-fmnist": 0.01, "vit-fmnist": 2e-4}  # SGD fine-tune / AdamW fine-tune
 
@@ -111,10 +111,8 @@ class NMTask:
         return self._epoch_size() // self.cfg.batch_size
 
     def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.data
-        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, epoch, rank, 11))
-        for idx in epoch_indices(len(x), self.cfg.batch_size, epoch, self.cfg.seed, rank, world, self._epoch_size()):
-            yield augment(x[idx], 2, self.cfg.model == "resnet-fmnist", gen), y[idx]
+        yield from augmented_batches(self.data, self.cfg.batch_size, epoch, self.cfg.seed, rank, world,
+                                     self._epoch_size(), hflip=self.cfg.model == "resnet-fmnist")
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         factor = 0.5 * (1.0 + math.cos(math.pi * min(1.0, ctx.step / max(1, ctx.total_steps))))

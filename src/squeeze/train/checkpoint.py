@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from squeeze.errors import SqueezeError
@@ -56,6 +57,33 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises several types for corrupt headers/bodies
         raise SqueezeError(f"{path} is not a valid safetensors file ({exc}); re-create it") from exc
+
+
+def read_format_file(path: str | Path, filename: str, fmt: str, max_version: int, kind: str,
+                     made_by: str) -> tuple[Path, dict[str, str], dict[str, torch.Tensor]]:
+    """Open a squeeze safetensors file (or ``path/filename``) whose metadata names ``fmt`` and a version.
+
+    Returns ``(file, metadata, tensors)``. Missing, corrupt, foreign (another ``format``) and newer-version
+    files each get one :class:`SqueezeError` line; ``kind`` names the file type and ``made_by`` the
+    command that writes it, for the hint.
+    """
+    path = Path(path)
+    target = path / filename if path.is_dir() else path
+    if not target.is_file():
+        raise SqueezeError(f"{target} does not exist; pass a file written by `{made_by}`")
+    try:
+        with safe_open(str(target), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as exc:  # safetensors raises several types for corrupt headers / truncated bodies
+        raise SqueezeError(f"{target} is corrupt or truncated ({type(exc).__name__}); re-run `{made_by}`") from exc
+    if meta.get("format") != fmt:
+        raise SqueezeError(f"{target} is not a squeeze {kind} (format {meta.get('format')!r})")
+    version = int(meta.get("format_version", "0"))
+    if version > max_version:
+        raise SqueezeError(f"{target} uses {kind} format version {version}, newer than this squeeze "
+                           f"({max_version}); upgrade squeeze to load it")
+    return target, meta, tensors
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -65,6 +65,20 @@ def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> tor
     return x
 
 
+def augmented_batches(data: tuple[torch.Tensor, torch.Tensor], batch_size: int, epoch: int, seed: int, rank: int,
+                      world: int, size: int | None = None, pad: int = 2,
+                      hflip: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's shuffled, augmented ``(x, y)`` batches of one epoch (``size``: images per epoch).
+
+    The shuffle and the augmentation are seeded from ``(seed, epoch, rank)``, so a resumed run sees the
+    same batches as an uninterrupted one.
+    """
+    x, y = data
+    gen = torch.Generator().manual_seed(derived_seed(seed, epoch, rank, 11))
+    for idx in epoch_indices(len(x), batch_size, epoch, seed, rank, world, size):
+        yield augment(x[idx], pad, hflip, gen), y[idx]
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1, then cosine decay to 0."""
     if step < warmup:
@@ -122,10 +136,8 @@ class ClassifierTask:
         return len(self.data[0]) // self.recipe.batch_size
 
     def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.data
-        gen = torch.Generator().manual_seed(derived_seed(self.recipe.seed, epoch, rank, 11))
-        for idx in epoch_indices(len(x), self.recipe.batch_size, epoch, self.recipe.seed, rank, world):
-            yield augment(x[idx], self.recipe.crop_pad, self.recipe.hflip, gen), y[idx]
+        yield from augmented_batches(self.data, self.recipe.batch_size, epoch, self.recipe.seed, rank, world,
+                                     pad=self.recipe.crop_pad, hflip=self.recipe.hflip)
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         r = self.recipe

@@ -76,8 +76,16 @@ def _edsr(name: str) -> Callable[..., float]:
     return train
 
 
+def train_lm_shakespeare(engine: EngineConfig, out: Path = CHECKPOINTS, recipe: Any = None,
+                         subset: int | None = None) -> float:
+    """Train ``lm-shakespeare`` (byte-level Llama-style LM) and write its checkpoint; returns val bits/byte."""
+    from squeeze.zoo.lm_shakespeare import train_lm_shakespeare as train  # noqa: PLC0415
+
+    return train(engine, out, recipe, subset)
+
+
 RECIPES = {"vit-fmnist": train_vit_fmnist, "resnet-fmnist": train_resnet_fmnist, "edsr-x2": _edsr("edsr-x2"),
-           "edsr-x4": _edsr("edsr-x4")}
+           "edsr-x4": _edsr("edsr-x4"), "lm-shakespeare": train_lm_shakespeare}
 
 
 def train_recipe(name: str, workdir: Path, resume: bool = False, engine: EngineConfig | None = None,
@@ -97,10 +105,12 @@ def train_recipe(name: str, workdir: Path, resume: bool = False, engine: EngineC
     kwargs: dict[str, Any] = {"subset": subset}
     if epochs is not None:
         from squeeze.zoo.edsr import SRRecipe  # noqa: PLC0415
+        from squeeze.zoo.lm_shakespeare import LMRecipe  # noqa: PLC0415
         from squeeze.zoo.resnet_fmnist import RESNET_FMNIST_RECIPE  # noqa: PLC0415
 
-        base = {"vit-fmnist": VIT_FMNIST_RECIPE, "resnet-fmnist": RESNET_FMNIST_RECIPE}.get(name, SRRecipe())
+        base = {"vit-fmnist": VIT_FMNIST_RECIPE, "resnet-fmnist": RESNET_FMNIST_RECIPE,
+                "lm-shakespeare": LMRecipe()}.get(name, SRRecipe())
         kwargs["recipe"] = replace(base, epochs=epochs)
         kwargs["out"] = Path(workdir) / name / "export"
-    metric = "test_psnr_y" if name.startswith("edsr-") else "test_top1"
+    metric = "test_psnr_y" if name.startswith("edsr-") else "val_bpb" if name == "lm-shakespeare" else "test_top1"
     return {"model": name, metric: RECIPES[name](engine, **kwargs)}

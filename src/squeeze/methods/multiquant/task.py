@@ -14,8 +14,8 @@ from squeeze.devices import model_device
 from squeeze.methods.multiquant.config import MultiQuantConfig
 from squeeze.methods.multiquant.network import MultiBitResNet
 from squeeze.methods.multiquant.quantizers import soft_cross_entropy
-from squeeze.train.classifier import augment
-from squeeze.train.engine import StepContext, derived_seed, epoch_indices
+from squeeze.train.classifier import augmented_batches
+from squeeze.train.engine import StepContext, derived_seed
 from squeeze.zoo.resnet_fmnist import ResNetFmnist
 
 
@@ -93,10 +93,8 @@ class MultiQuantTask:
         return self._epoch_size() // self.cfg.batch_size
 
     def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.data
-        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, epoch, rank, 11))
-        for idx in epoch_indices(len(x), self.cfg.batch_size, epoch, self.cfg.seed, rank, world, self._epoch_size()):
-            yield augment(x[idx], 2, True, gen), y[idx]
+        yield from augmented_batches(self.data, self.cfg.batch_size, epoch, self.cfg.seed, rank, world,
+                                     self._epoch_size(), hflip=True)
 
     @torch.no_grad()
     def prepare(self, module: nn.Module, device: torch.device) -> None:

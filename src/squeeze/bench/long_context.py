@@ -1,0 +1,178 @@
+"""``squeeze bench long-context``: the UIO memory model against the base LM truncated to its context
+and a sliding window, on held-out Shakespeare (val split) and passkey retrieval.
+
+Trains one memory model per gradient mode (``uio``, ``uio-biased``, ``full-bptt``, ``detached``) on
+the frozen ``lm-shakespeare`` with identical data and schedule (:data:`BENCH_FIELDS`), each in its
+own resumable folder under ``CACHE/long-context/``; a finished run is reused. Then measures:
+
+* ``ppl`` at 1x..32x the base context (whole documents of that length, every target scored);
+* ``passkey_acc`` at 4x, 8x, 16x (needle hidden beyond the last base context, 5-digit exact match);
+* ``sec_per_token`` and ``peak_mb`` vs context for the memory model, the baselines and (plot and an
+  extra field only) full attention over the whole input.
+
+Rows: ``method`` in uio, uio-biased, full-bptt, detached, sliding-window, truncated; ``metric`` in
+passkey_acc, ppl, sec_per_token, peak_mb; ``context_x``; value in ``quant``; ``fp`` = the truncated
+base model's value for the same metric and length (the reference). Writes long-context.{md,json,png}.
+
+Budget (measured, 1 thread, 2-core machine shared with another job): one training step of 4
+documents x 8 segments x 64 tokens takes ~1.1 s in every mode, so 4 modes x 480 steps ~ 35 min, plus
+6 in-training evaluations per mode (~3 min in all), plus the final evaluation (~65 k perplexity tokens
+and ~140 k passkey tokens per memory model at ~0.4-0.9 ms per token, baselines cheaper, cost sweep
+~1 min): ~45-50 min on 2 CPU cores (<= 60 min).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from squeeze.bench.common import save_figure, write_results
+from squeeze.memory.config import GRAD_MODES, UIOConfig
+from squeeze.report import Report, format_table, peak_rss_mb
+
+COMMAND = "squeeze bench long-context"
+MODEL = "lm-shakespeare"
+BASELINES = ("truncated", "sliding-window")
+BENCH_FIELDS = {"segment": 64, "memory": 8, "doc_segments": 8, "steps": 480, "steps_per_epoch": 80,
+                "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "seed": 0}
+BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 20,
+              "cost_x": (1, 2, 4, 8, 16, 32)}
+QUICK_FIELDS = {"segment": 32, "memory": 4, "doc_segments": 4, "steps": 2, "steps_per_epoch": 1,
+                "batch_size": 1, "keep": 2, "passkey_frac": 0.0, "seed": 0}
+QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs": 2, "cost_x": (1, 2)}
+
+
+def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: torch.Tensor,
+              val_tokens: torch.Tensor) -> dict[str, nn.Module]:
+    """One trained (or reused) memory model per gradient mode."""
+    from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
+    from squeeze.train.engine import EngineConfig  # noqa: PLC0415
+    from squeeze.train.state import CHECKPOINT  # noqa: PLC0415
+
+    models = {}
+    for mode in GRAD_MODES:
+        run = folder / f"uio-{mode}"
+        if not (run / META).is_file():
+            cfg = UIOConfig.from_dict({"base": MODEL, **fields, "grad_mode": mode})
+            engine = EngineConfig(run, resume=(run / CHECKPOINT).is_file())
+            train_uio(cfg, engine, base=base, tokens=tokens, val_tokens=val_tokens)
+        models[mode] = load_uio(run, base=base)
+    return models
+
+
+def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
+            val_tokens: torch.Tensor) -> list[dict[str, Any]]:
+    """Raw measurements: dicts with method, metric, context_x, value (and full-attention timings)."""
+    from squeeze.memory.evaluate import base_context, cost_per_token, passkey_accuracy, perplexity  # noqa: PLC0415
+
+    ctx = base_context(base)
+    every: dict[str, nn.Module] = {**models, **{b: base for b in BASELINES}}
+    out = []
+    for method, net in every.items():
+        for x in ev["ppl_x"]:
+            out.append({"method": method, "metric": "ppl", "context_x": x,
+                        "value": perplexity(method, net, val_tokens, x * ctx, ev["ppl_docs"], seed=11)})
+        for x in ev["passkey_x"]:
+            out.append({"method": method, "metric": "passkey_acc", "context_x": x,
+                        "value": passkey_accuracy(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12,
+                                                  hide_beyond=ctx)})
+    full = {x: cost_per_token("full-attention", base, x * ctx, repeats=2) for x in ev["cost_x"]}
+    for method in ("uio", *BASELINES):
+        for x in ev["cost_x"]:
+            sec, mb = cost_per_token(method, every[method], x * ctx, repeats=2)
+            extra = {"full_attention_sec_per_token": full[x][0], "full_attention_peak_mb": full[x][1]}
+            out.append({"method": method, "metric": "sec_per_token", "context_x": x, "value": sec, **extra})
+            out.append({"method": method, "metric": "peak_mb", "context_x": x, "value": mb, **extra})
+    return out
+
+
+def to_rows(raw: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
+    """``report.json`` rows; ``fp`` is the truncated base's value at the same metric and length."""
+    ref = {(r["metric"], r["context_x"]): r["value"] for r in raw if r["method"] == "truncated"}
+    rows = []
+    for r in raw:
+        extra = {k: v for k, v in r.items() if k not in ("method", "metric", "value")}
+        row = Report(MODEL, r["method"], 32, 32, 0, info["seed"], r["metric"], ref.get((r["metric"], r["context_x"]),
+                     float("nan")), r["value"], seconds, peak_rss_mb(), False, extra={**extra, **info}).to_dict()
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    """Perplexity, passkey and cost tables (methods x context multiples)."""
+    parts = [f"# Long context: UIO memory model on `{MODEL}`\n",
+             f"Produced by `{COMMAND}`. Base context {info['base_context']} tokens; memory model: segment "
+             f"{info['segment']}, {info['memory']} memory tokens, {info['extra_params']} trainable parameters "
+             f"({100 * info['extra_ratio']:.2f} % of the base). See docs/methods/uio.md.\n"]
+    for metric, title in (("ppl", "Perplexity on held-out Shakespeare (lower is better)"),
+                          ("passkey_acc", "Passkey retrieval accuracy (5-digit exact match)"),
+                          ("sec_per_token", "Seconds per token"), ("peak_mb", "Peak extra resident memory (MiB)")):
+        sel = [r for r in rows if r["metric"] == metric]
+        xs = sorted({r["context_x"] for r in sel})
+        table = []
+        for method in dict.fromkeys(r["method"] for r in sel):
+            cells = {f"{x}x": r["quant"] for r in sel if r["method"] == method for x in [r["context_x"]]}
+            table.append({"method": method, **cells})
+        if metric in ("sec_per_token", "peak_mb"):
+            key = f"full_attention_{metric}"
+            table.append({"method": "full-attention", **{f"{r['context_x']}x": r[key] for r in sel
+                                                         if r["method"] == "uio"}})
+        fmt = (lambda v: f"{v * 1e3:.3f} ms") if metric == "sec_per_token" else None
+        if fmt:
+            table = [{k: (fmt(v) if isinstance(v, float) else v) for k, v in t.items()} for t in table]
+        parts += [f"## {title}\n", format_table(table, ["method", *[f"{x}x" for x in xs]]), ""]
+    parts.append("![time and memory vs context](long-context.png)\n")
+    return "\n".join(parts)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Two panels: seconds per token and peak memory vs context length (log-log)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("sec_per_token", "peak_mb")):
+        sel = [r for r in rows if r["metric"] == metric]
+        for method in dict.fromkeys(r["method"] for r in sel):
+            pts = sorted((r["context_x"], r["quant"]) for r in sel if r["method"] == method)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        full = sorted((r["context_x"], r[f"full_attention_{metric}"]) for r in sel if r["method"] == "uio")
+        ax.plot([p[0] for p in full], [p[1] for p in full], marker="s", linestyle="--", label="full-attention")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context (x base context)")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    fig.suptitle("Cost vs context length")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), base: nn.Module | None = None,
+        tokens: torch.Tensor | None = None, val_tokens: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """Train the four memory models (resumable), measure everything, write long-context.{md,json,png}."""
+    import time  # noqa: PLC0415
+
+    from squeeze.memory.evaluate import base_context  # noqa: PLC0415
+    from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
+    from squeeze.zoo.registry import load_model  # noqa: PLC0415
+
+    start = time.perf_counter()
+    fields, ev = (QUICK_FIELDS, QUICK_EVAL) if quick else (BENCH_FIELDS, BENCH_EVAL)
+    base = load_model(MODEL).model if base is None else base
+    tokens = split_tokens("train") if tokens is None else tokens
+    val_tokens = split_tokens("val") if val_tokens is None else val_tokens
+    folder = Path(cache_dir) / ("long-context-quick" if quick else "long-context")
+    models = train_all(base, fields, folder, tokens, val_tokens)
+    raw = measure(models, base, ev, val_tokens)
+    extra = models["uio"].extra_parameters()
+    info = {**fields, "base_context": base_context(base), "extra_params": extra,
+            "extra_ratio": extra / sum(p.numel() for p in base.parameters()), "quick": quick}
+    rows = to_rows(raw, info, time.perf_counter() - start)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out, "long-context", rows, markdown(rows, info))
+    plot(rows, out / "long-context.png")
+    return rows

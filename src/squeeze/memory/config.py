@@ -1,0 +1,85 @@
+"""Configuration of a UIO-LLMs memory-enhanced transformer run (one validated, JSON-serializable dataclass)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from squeeze.errors import SqueezeError
+
+VERSION = 1
+GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio")
+
+
+@dataclass(frozen=True)
+class UIOConfig:
+    """Everything that decides a UIO training run's result.
+
+    Attributes:
+        base: zoo name of the frozen base LM (``lm-shakespeare``) or a local HF Llama folder.
+        segment: tokens per segment L (the encoder compresses L tokens into ``memory`` vectors per layer).
+        memory: memory tokens m per segment; L must divide by m (memory token i summarises tokens
+            ``[0, (i+1) L/m)`` of its segment).
+        lora_rank / lora_alpha: LoRA shape (encoder: q, v; decoder: k, v on memory states only).
+        grad_mode: ``full-bptt`` | ``detached`` | ``uio-biased`` (keep the K newest encoder graphs) |
+            ``uio`` (reservoir of K graphs, gradients reweighted to be unbiased).
+        keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
+        doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
+        passkey_frac: fraction of training documents that are passkey-retrieval documents.
+        steps / batch_size / lr / warmup / weight_decay / seed: the optimiser schedule (AdamW,
+            linear warm-up then cosine; one engine epoch = ``steps_per_epoch`` steps).
+    """
+
+    base: str = "lm-shakespeare"
+    segment: int = 64
+    memory: int = 8
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    grad_mode: str = "uio"
+    keep: int = 2
+    doc_segments: int = 8
+    passkey_frac: float = 0.5
+    steps: int = 240
+    steps_per_epoch: int = 40
+    batch_size: int = 4
+    lr: float = 2e-3
+    warmup: int = 10
+    weight_decay: float = 0.0
+    seed: int = 0
+    version: int = VERSION
+
+    def __post_init__(self) -> None:
+        if self.grad_mode not in GRAD_MODES:
+            raise SqueezeError(f"grad mode {self.grad_mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
+        if self.segment < 2 or self.memory < 1:
+            raise SqueezeError(f"--segment {self.segment} / --memory {self.memory} must be >= 2 / >= 1")
+        if self.segment % self.memory:
+            raise SqueezeError(f"--segment {self.segment} must be divisible by --memory {self.memory} "
+                               "(each memory token summarises segment/memory tokens); e.g. --segment 64 --memory 8")
+        if self.lora_rank < 1 or self.lora_alpha <= 0:
+            raise SqueezeError("--lora-rank must be >= 1 and lora_alpha > 0")
+        if self.keep < 1:
+            raise SqueezeError(f"--keep {self.keep} must be >= 1 (encoder graphs kept alive)")
+        if self.doc_segments < 2:
+            raise SqueezeError(f"doc_segments {self.doc_segments} must be >= 2 (memories need a later segment)")
+        if not 0.0 <= self.passkey_frac <= 1.0:
+            raise SqueezeError(f"passkey_frac {self.passkey_frac} must be in [0, 1]")
+        if min(self.steps, self.steps_per_epoch, self.batch_size) < 1 or self.lr <= 0:
+            raise SqueezeError("steps, steps_per_epoch, batch_size and lr must be positive")
+        if self.steps % self.steps_per_epoch:
+            raise SqueezeError(f"steps {self.steps} must be a multiple of steps_per_epoch {self.steps_per_epoch}")
+        if self.version != VERSION:
+            raise SqueezeError(f"UIO config version {self.version} is not supported (this is {VERSION})")
+
+    @property
+    def epochs(self) -> int:
+        return self.steps // self.steps_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UIOConfig":
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SqueezeError(f"unknown UIO option(s) {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)

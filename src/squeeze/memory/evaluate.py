@@ -1,0 +1,146 @@
+"""Long-context evaluation: perplexity vs context length, passkey retrieval, time and memory per token.
+
+Methods: a :class:`~squeeze.memory.model.MemoryLM` (any gradient mode; streamed segment by segment),
+``truncated`` (the base model on independent chunks of its own context: nothing older is seen),
+``sliding-window`` (the base model on windows of its context moved by half a context; every token
+sees between half and all of one context) and, for timing only, ``full-attention`` (the base model
+on the whole input at once; beyond its training context its predictions are meaningless).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from squeeze.errors import SqueezeError
+from squeeze.memory.data import DIGITS, check_text, passkey_document
+from squeeze.memory.model import MemoryLM
+
+BASELINES = ("truncated", "sliding-window", "full-attention")
+
+
+def base_context(model: nn.Module) -> int:
+    arch = getattr(model, "arch", None)
+    if arch is None:
+        raise SqueezeError(f"{type(model).__name__} has no .arch.context; the baselines need lm-shakespeare")
+    return arch.context
+
+
+def logits_of(method: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Next-token logits (B, n, V) for every position of ``x`` (B, n) under ``method``."""
+    if isinstance(model, MemoryLM):
+        return model.stream(x)
+    ctx = base_context(model)
+    n = x.shape[1]
+    if method == "truncated":
+        return torch.cat([model(x[:, s:s + ctx]) for s in range(0, n, ctx)], dim=1)
+    if method == "sliding-window":
+        stride, out = ctx // 2, []
+        for begin in range(0, n, stride):
+            end = min(begin + stride, n)
+            out.append(model(x[:, max(0, end - ctx):end])[:, -(end - begin):])
+        return torch.cat(out, dim=1)
+    if method == "full-attention":
+        return model(x)
+    raise SqueezeError(f"unknown long-context method {method!r}; use a memory model or one of {', '.join(BASELINES)}")
+
+
+def documents(tokens: torch.Tensor, length: int, n: int, seed: int) -> torch.Tensor:
+    """``n`` fixed stretches (n, length + 1) of a token stream."""
+    check_text(tokens, length, "evaluation text")
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, tokens.numel() - length - 1, (n,), generator=gen).tolist()
+    return torch.stack([tokens[s:s + length + 1] for s in starts])
+
+
+@torch.no_grad()
+def perplexity(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int = 0,
+               batch: int = 4) -> float:
+    """exp(mean next-token NLL) over every target of ``n_docs`` documents of ``length`` tokens."""
+    docs = documents(tokens, length, n_docs, seed)
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, n_docs, batch):
+        d = docs[i:i + batch].to(dev)
+        logits = logits_of(method, model, d[:, :-1])
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), d[:, 1:].reshape(-1), reduction="sum"))
+        count += d[:, 1:].numel()
+    return math.exp(total / count)
+
+
+@torch.no_grad()
+def passkey_accuracy(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int = 0,
+                     hide_beyond: int = 256, batch: int = 4) -> float:
+    """Fraction of passkey documents of ``length`` tokens whose 5 digits are all predicted (greedy,
+    teacher-forced); the needle lies at a random depth in the first ``length - hide_beyond`` tokens,
+    so it is out of reach of a model seeing only the last ``hide_beyond`` tokens."""
+    if length <= hide_beyond:
+        raise SqueezeError(f"passkey documents of {length} tokens must be longer than hide_beyond={hide_beyond}")
+    gen = torch.Generator().manual_seed(seed)
+    docs = torch.stack([passkey_document(tokens, length, gen, (0, length - hide_beyond))[0] for _ in range(n_docs)])
+    dev = next(model.parameters()).device
+    hits = 0
+    for i in range(0, n_docs, batch):
+        d = docs[i:i + batch].to(dev)
+        logits = logits_of(method, model, d[:, :-1])[:, -DIGITS:]
+        hits += int((logits.argmax(-1) == d[:, -DIGITS:]).all(dim=1).sum())
+    return hits / n_docs
+
+
+def _trim() -> None:
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _PeakRSS:
+    """Samples this process's resident memory every millisecond (Linux ``/proc/self/statm``)."""
+
+    def __init__(self) -> None:
+        self.page = 4096 / 2 ** 20
+        _trim()  # hand freed heap back to the OS so the baseline is not inflated by earlier runs
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> float:
+        statm = Path("/proc/self/statm")
+        return int(statm.read_text().split()[1]) * self.page if statm.is_file() else 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __enter__(self) -> "_PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+@torch.no_grad()
+def cost_per_token(method: str, model: nn.Module, length: int, vocab: int = 256, repeats: int = 1,
+                   clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """(seconds per token, peak extra resident MiB) of processing one random input of ``length`` tokens."""
+    x = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
+    x = x.to(next(model.parameters()).device)
+    logits_of(method, model, x[:, : min(length, 64)])  # warm-up (allocations, kernels)
+    with _PeakRSS() as mem:
+        start = clock()
+        for _ in range(repeats):
+            logits_of(method, model, x)
+        seconds = (clock() - start) / repeats
+    return seconds / length, mem.peak - mem.base

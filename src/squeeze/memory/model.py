@@ -1,0 +1,244 @@
+"""The memory-enhanced transformer of UIO-LLMs (Li et al., arXiv 2406.18173), on a frozen Llama-layout LM.
+
+One frozen base network plays two roles (weights shared; only small LoRA adapters differ):
+
+* **encoder** (base + LoRA on q, v): input = one segment of L tokens followed by m learned memory
+  tokens (one shared embedding). Segment tokens attend causally; memory token i attends to segment
+  tokens ``[0, (i+1) L/m)`` and itself, at rotary position ``(i+1) L/m``. At every layer the
+  *normalised attention input* at the m memory positions is kept: memory = (layers, B, m, D).
+* **decoder** (base weights for ordinary tokens, LoRA on k, v applied only to memory states -- the
+  "transfer head" into key/value space): every layer attends over ``[memories of all earlier
+  segments, current segment causally]``. Memories enter as **prefix key/values** per layer. Unlike
+  the paper (contiguous compact positions for memories), memory keys carry **no rotary position**
+  (their scores use the un-rotated query): positions then never exceed one segment, so any number of
+  memories stays within what the base model saw in training (our base only saw 256 positions).
+
+On short inputs (one segment, no memories) the decoder equals the base model exactly. Inference is
+streaming: each token is decoded once and encoded once; the decoder's attention grows only by m
+memory keys per L tokens (m/L = 1/8 of full attention's growth at L=64, m=8).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from squeeze.errors import SqueezeError
+from squeeze.memory.config import UIOConfig
+from squeeze.zoo.lm_shakespeare import apply_rope, rms_norm, rope_tables
+
+
+@dataclass
+class Layout:
+    """Where a Llama-layout model keeps its parts (our ``TinyLlama`` or HF ``LlamaForCausalLM``)."""
+
+    embed: nn.Embedding
+    layers: Sequence[nn.Module]
+    norm: nn.Module
+    lm_head: nn.Linear
+    heads: int
+    kv_heads: int
+    head_dim: int
+    rope_theta: float
+    dim: int
+
+
+_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def base_layout(base: nn.Module) -> Layout:
+    """Find the Llama parts of ``base`` or fail with one line naming what is missing."""
+    inner = getattr(base, "model", base)  # HF: LlamaForCausalLM.model holds embed/layers/norm
+    parts = [getattr(inner, n, None) for n in ("embed_tokens", "layers", "norm")] + [getattr(base, "lm_head", None)]
+    if any(p is None for p in parts) or not len(parts[1]):
+        raise SqueezeError(f"{type(base).__name__} lacks the Llama layout (embed_tokens, layers, norm, lm_head); "
+                           "use lm-shakespeare or a Hugging Face Llama-family model")
+    for i, layer in enumerate(parts[1]):
+        attn = getattr(layer, "self_attn", None)
+        if attn is None or any(not isinstance(getattr(attn, n, None), nn.Linear) for n in _ATTN) or \
+                not hasattr(layer, "input_layernorm") or not hasattr(layer, "mlp"):
+            raise SqueezeError(f"layer {i} of {type(base).__name__} lacks self_attn.{{q,k,v,o}}_proj / input_layernorm"
+                               " / mlp (the expected Llama attention layout)")
+    arch = getattr(base, "arch", None)
+    if arch is not None:  # our TinyLlama
+        heads, kv, theta = arch.heads, arch.kv_heads, arch.rope_theta
+    else:  # HF config
+        c = base.config
+        heads, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        rope = getattr(c, "rope_parameters", None) or {}
+        theta = float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0)))
+    dim = parts[0].weight.shape[1]
+    head_dim = parts[1][0].self_attn.q_proj.weight.shape[0] // heads
+    return Layout(parts[0], parts[1], parts[2], parts[3], heads, kv, head_dim, theta, dim)
+
+
+# ----------------------------------------------------------------------------- math (pure functions)
+def lora_linear(x: torch.Tensor, weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x W^T + scale * x A^T B^T`` (LoRA, Hu et al. 2021); A (r, in), B (out, r)."""
+    return F.linear(x, weight) + scale * F.linear(F.linear(x, a), b)
+
+
+def encoder_mask(segment: int, memory: int) -> torch.Tensor:
+    """Bool (L+m, L+m) attention mask of the UIO encoder: causal segment; memory token i sees segment
+    tokens ``[0, (i+1) L/m)`` and itself only."""
+    n = segment + memory
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    mask[:segment, :segment] = torch.ones(segment, segment).tril().bool()
+    span = segment // memory
+    for i in range(memory):
+        mask[segment + i, : (i + 1) * span] = True
+        mask[segment + i, segment + i] = True
+    return mask
+
+
+def encoder_positions(segment: int, memory: int) -> torch.Tensor:
+    """Rotary positions of the encoder input: segment ``0..L-1``, memory token i at ``(i+1) L/m``."""
+    span = segment // memory
+    return torch.cat([torch.arange(segment), (torch.arange(memory) + 1) * span])
+
+
+def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     mem_k: torch.Tensor | None, mem_v: torch.Tensor | None) -> torch.Tensor:
+    """Decoder attention over [memory prefix, causal segment] (all (B, H, *, hd)); memory scores use
+    un-rotated queries and keys (no position), segment scores use rotary ones. Returns (B, H, T, hd)."""
+    qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if mem_k is None:
+        return F.scaled_dot_product_attention(qr, kr, v, is_causal=True)
+    t = q.shape[-2]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    raw = (qr @ kr.transpose(-1, -2)) * scale
+    raw = raw.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    mem = (q @ mem_k.transpose(-1, -2)) * scale
+    probs = torch.cat([mem, raw], dim=-1).softmax(dim=-1)
+    return probs @ torch.cat([mem_v, v], dim=-2)
+
+
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by ``scale`` (importance weight of UIO)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: D102
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        return grad * ctx.scale, None
+
+
+# ----------------------------------------------------------------------------- the model
+class MemoryLM(nn.Module):
+    """Frozen base + encoder/decoder LoRA + memory token. ``encode``/``decode`` one segment; ``stream``."""
+
+    def __init__(self, base: nn.Module, cfg: UIOConfig) -> None:
+        super().__init__()
+        self.lay = base_layout(base)
+        self.base = base.requires_grad_(False)
+        self.cfg, self.segment, self.memory = cfg, cfg.segment, cfg.memory
+        lay, r = self.lay, cfg.lora_rank
+        self.scale = cfg.lora_alpha / r
+        emb = lay.embed.weight.detach()
+        self.mem_token = nn.Parameter(emb.mean(0).clone() + 0.02 * torch.randn(lay.dim))
+        kv_out = lay.kv_heads * lay.head_dim
+        outs = {"enc_q": lay.heads * lay.head_dim, "enc_v": kv_out, "dec_k": kv_out, "dec_v": kv_out}
+        # LoRA: A (r, in) small random, B (out, r) zero, so training starts from the plain base model.
+        self.lora_a = nn.ParameterDict({n: nn.Parameter(torch.randn(len(lay.layers), r, lay.dim) / math.sqrt(lay.dim))
+                                        for n in outs})
+        self.lora_b = nn.ParameterDict({n: nn.Parameter(torch.zeros(len(lay.layers), o, r)) for n, o in outs.items()})
+
+    def extra_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _lora(self, name: str, layer: int, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return lora_linear(x, weight, self.lora_a[name][layer], self.lora_b[name][layer], self.scale)
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, n, self.lay.head_dim).transpose(1, 2)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Memory (layers, B, m, D) of one full segment ``ids`` (B, L)."""
+        lay, n_layers = self.lay, len(self.lay.layers)
+        if ids.shape[1] != self.segment:
+            raise SqueezeError(f"the encoder compresses whole segments of {self.segment} tokens, got {ids.shape[1]}")
+        b, L, m = ids.shape[0], self.segment, self.memory
+        h = torch.cat([lay.embed(ids), self.mem_token.expand(b, m, -1)], dim=1)
+        cos, sin = rope_tables(encoder_positions(L, m).to(ids.device), lay.head_dim, lay.rope_theta)
+        mask = encoder_mask(L, m).to(ids.device)
+        rep = lay.heads // lay.kv_heads
+        out = []
+        for i, layer in enumerate(lay.layers):
+            x = layer.input_layernorm(h)
+            out.append(x[:, L:])
+            if i == n_layers - 1:  # the last block's output is never read: skip it
+                break
+            attn = layer.self_attn
+            q = self._heads(self._lora("enc_q", i, x, attn.q_proj.weight), lay.heads)
+            k = self._heads(attn.k_proj(x), lay.kv_heads)
+            v = self._heads(self._lora("enc_v", i, x, attn.v_proj.weight), lay.kv_heads)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            h = h + attn.o_proj(a.transpose(1, 2).reshape(b, L + m, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return torch.stack(out)
+
+    def memory_kv(self, mem: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the decoder's prefix keys/values (B, H, M, hd) of memories ``mem`` (layers, B, M, D).
+
+        Memory states were normalised by the encoder: no second norm here. LoRA-adapted k/v weights.
+        """
+        lay, rep = self.lay, self.lay.heads // self.lay.kv_heads
+        out = []
+        for i, layer in enumerate(lay.layers):
+            attn = layer.self_attn
+            k = self._heads(self._lora("dec_k", i, mem[i], attn.k_proj.weight), lay.kv_heads)
+            v = self._heads(self._lora("dec_v", i, mem[i], attn.v_proj.weight), lay.kv_heads)
+            out.append((k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)))
+        return out
+
+    def decode(self, ids: torch.Tensor, memories: Sequence[torch.Tensor] = (),
+               kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Logits (B, T, V) of a segment ``ids`` (B, T <= L) reading earlier ``memories`` (each
+        (layers, B, m, D)) or their already projected prefix ``kv`` (see :meth:`memory_kv`)."""
+        lay = self.lay
+        b, t = ids.shape
+        if kv is None and len(memories):
+            kv = self.memory_kv(torch.cat(list(memories), dim=2))
+        cos, sin = rope_tables(torch.arange(t, device=ids.device), lay.head_dim, lay.rope_theta)
+        rep = lay.heads // lay.kv_heads
+        h = lay.embed(ids)
+        for i, layer in enumerate(lay.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = self._heads(attn.q_proj(x), lay.heads)
+            k = self._heads(attn.k_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
+            v = self._heads(attn.v_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
+            mk, mv = kv[i] if kv is not None else (None, None)
+            a = memory_attention(q, k, v, cos, sin, mk, mv)
+            h = h + attn.o_proj(a.transpose(1, 2).reshape(b, t, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return lay.lm_head(lay.norm(h))
+
+    @torch.no_grad()
+    def stream(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, N, V) of a long input, segment by segment (each token decoded once, encoded once).
+
+        A trailing partial segment is decoded (never dropped); it is not encoded since nothing reads it.
+        """
+        if ids.shape[1] == 0:
+            raise SqueezeError("empty input: nothing to decode")
+        kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # prefix k/v of all memories so far
+        logits = []
+        for start in range(0, ids.shape[1], self.segment):
+            seg = ids[:, start:start + self.segment]
+            logits.append(self.decode(seg, kv=kv))
+            if seg.shape[1] == self.segment and start + self.segment < ids.shape[1]:
+                new = self.memory_kv(self.encode(seg))  # each memory is projected once
+                kv = new if kv is None else [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2))
+                                             for (k0, v0), (k1, v1) in zip(kv, new)]
+        return torch.cat(logits, dim=1)

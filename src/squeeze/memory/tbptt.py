@@ -1,0 +1,127 @@
+"""Truncated back-propagation through segments with bounded encoder graphs (UIO-LLMs, arXiv 2406.18173).
+
+A document is split into T segments. For segment t the decoder predicts its tokens from the memories
+of segments 0..t-1; the loss is back-propagated at once (decoder parameters get their exact
+gradient). Memories enter the decoder as *detached leaves*: the gradient a loss sends to memory s
+piles up in that leaf's ``.grad``. The encoder graph that produced memory s is back-propagated
+("flushed") with whatever its leaf has gathered when the graph leaves the kept set, so each encoder
+and decoder graph is run and back-propagated once (time linear in T) and at most K encoder graphs
+are alive at once (memory bounded). The gradient modes differ only in which graphs are kept:
+
+* ``full-bptt``: every graph, one backward at the end (the exact gradient; memory grows with T).
+* ``detached``: none (memories are constants; the encoder never learns).
+* ``uio-biased``: the K newest (FIFO). Loss t reaches memory s only if ``t - s <= K``: biased.
+* ``uio``: a reservoir of K (Vitter's algorithm R, as the paper's code), *reweighted*. Derivation:
+  let the encoder gradient be ``sum_{s<t} c_{s,t}`` with ``c_{s,t} = J_s^T dl_t/dm_s``. Loss t is
+  computed after t memories were offered to the reservoir; algorithm R keeps each of them with
+  probability ``p_t = min(1, K/t)`` (item s enters with ``min(1, K/(s+1))`` and survives each later
+  offer u >= K with ``u/(u+1)``; the product telescopes to ``K/t``). Scaling the gradient that loss
+  t sends into the memory leaves by ``1/p_t = max(1, t/K)`` gives
+  ``E[sum 1{s kept at t} c_{s,t} / p_t] = sum c_{s,t}``: unbiased, with the same weight for every
+  memory at step t. The paper's code keeps the reservoir but does not reweight (biased as well).
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from squeeze.errors import SqueezeError
+from squeeze.memory.config import GRAD_MODES
+from squeeze.memory.model import MemoryLM, ScaleGrad
+
+
+def inclusion_probability(t: int, keep: int) -> float:
+    """P(a given memory among the first t is in an algorithm-R reservoir of size ``keep``) = min(1, K/t)."""
+    return 1.0 if t <= keep else keep / t
+
+
+def unbiased_weight(t: int, keep: int) -> float:
+    """Importance weight ``1/p_t = max(1, t/K)`` for the gradient loss t sends into the memories (UIO)."""
+    return 1.0 / inclusion_probability(t, keep)
+
+
+def reservoir_slot(t: int, keep: int, rng: random.Random) -> int | None:
+    """Algorithm R for item t (0-based): ``None`` = drop it, else the slot it takes (evicting its holder)."""
+    if t < keep:
+        return t
+    j = rng.randint(0, t)
+    return j if j < keep else None
+
+
+def _flush(graph: torch.Tensor, leaf: torch.Tensor, backward: Callable[[torch.Tensor], None]) -> None:
+    """Back-propagate an encoder graph with the gradient its memory leaf has gathered."""
+    if leaf.grad is not None:
+        backward((graph * leaf.grad).sum())
+
+
+def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
+                   rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> float:
+    """Forward a batch of documents segment by segment and accumulate gradients as ``mode`` says.
+
+    ``ids`` (B, T*L + 1) tokens, ``weights`` (B, T*L + 1) per-target loss weights (position 0 unused).
+    The loss is the weighted mean cross-entropy over segments 1..T-1 (segment 0 has no memory, so no
+    trainable path). Returns that loss. ``backward`` is the engine's backward (``loss.backward``).
+    """
+    if mode not in GRAD_MODES:
+        raise SqueezeError(f"grad mode {mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
+    L = model.segment
+    n_seg = (ids.shape[1] - 1) // L
+    if n_seg < 2 or ids.shape[1] != n_seg * L + 1:
+        raise SqueezeError(f"documents must hold T*{L}+1 tokens with T >= 2 segments, got {ids.shape[1]}")
+    total_w = weights[:, L + 1:].sum().clamp_min(1e-8)
+    bank: list[torch.Tensor] = []  # what the decoder reads: graphs (full-bptt), constants or leaves
+    kept: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (segment, encoder graph, leaf)
+    full = ids.new_zeros((), dtype=torch.float32)
+    seen = 0.0
+    for t in range(n_seg):
+        seg = ids[:, t * L:(t + 1) * L]
+        if t > 0:
+            mems = [ScaleGrad.apply(m, unbiased_weight(t, keep)) for m in bank] if mode == "uio" else bank
+            logits = model.decode(seg, mems)
+            tgt, w = ids[:, t * L + 1:(t + 1) * L + 1], weights[:, t * L + 1:(t + 1) * L + 1]
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
+            loss = (ce * w.reshape(-1)).sum() / total_w
+            seen += loss.item()
+            if mode == "full-bptt":
+                full = full + loss
+            else:
+                backward(loss)
+        if t == n_seg - 1:
+            break  # the last segment's memory would never be read
+        _add_memory(model.encode(seg), t, mode, keep, rng, bank, kept, backward)
+    if mode == "full-bptt":
+        backward(full)
+    for _, graph, leaf in kept:
+        _flush(graph, leaf, backward)
+    return seen
+
+
+def _add_memory(mem: torch.Tensor, t: int, mode: str, keep: int, rng: random.Random, bank: list[torch.Tensor],
+                kept: list[tuple[int, torch.Tensor, torch.Tensor]], backward: Callable[[torch.Tensor], None]) -> None:
+    """Offer segment t's memory to the kept set of ``mode`` (flushing whatever it evicts)."""
+    if mode == "full-bptt":
+        bank.append(mem)
+        return
+    if mode == "detached":
+        bank.append(mem.detach())
+        return
+    leaf = mem.detach().requires_grad_(True)
+    bank.append(leaf)
+    if mode == "uio-biased":
+        kept.append((t, mem, leaf))
+        if len(kept) > keep:
+            _, graph, old = kept.pop(0)
+            _flush(graph, old, backward)
+        return
+    slot = reservoir_slot(t, keep, rng)
+    if slot is None:
+        return  # dropped at once: its leaf has no gradient yet, nothing to flush
+    if slot < len(kept):
+        _, graph, old = kept[slot]
+        _flush(graph, old, backward)
+        kept[slot] = (t, mem, leaf)
+    else:
+        kept.append((t, mem, leaf))

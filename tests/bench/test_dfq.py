@@ -1,0 +1,60 @@
+"""The dfq suite: cell plan, the issue's checks, and a quick run on a tiny model (seconds)."""
+from __future__ import annotations
+
+import json
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from squeeze.bench.common import aggregate
+from squeeze.bench.dfq import QUICK_SOURCES, SOURCES, DfqRunner, cells, checks, run, table
+from squeeze.zoo.registry import ZooModel
+
+
+def _row(model: str, method: str, w: int, a: int, seed: int, quant: float, synth: float = 10.0) -> dict:
+    return {"model": model, "method": method, "wbits": w, "abits": a, "seed": seed, "quant": quant, "fp": 90.0,
+            "seconds": 1.0, "peak_rss_mb": 10.0, "synthesis_seconds": synth, "threads": 2, "synth_iters": 300}
+
+
+def test_cells_cover_sources_settings_and_put_w4a4_first() -> None:
+    plan = cells({"vit-fmnist": "t", "dinov2-s14": "u"}, [0, 1])
+    assert len(plan) == 2 * 2 * len(SOURCES) * 2 == len({c.key for c in plan})
+    first = [c for c in plan if (c.wbits, c.abits) == (4, 4) and c.label in QUICK_SOURCES]
+    assert plan[:len(first)] == first
+    assert {c.method for c in plan} == {"isvit"}  # one backend for every source
+
+
+def test_checks_report_order_gap_and_synthesis_time() -> None:
+    rows = [_row("vit-fmnist", "spdfq", 4, 4, s, 80 + s, synth=120.0) for s in range(2)]
+    rows += [_row("vit-fmnist", "psaq-vit", 4, 4, s, 70.0 + s) for s in range(2)]
+    rows += [_row("vit-fmnist", "noise", 4, 4, s, 70.5 + s) for s in range(2)]
+    rows += [_row("vit-fmnist", "real", 4, 4, s, 86.5 + s, synth=0.0) for s in range(2)]
+    text = "\n".join(checks(aggregate(rows), rows))
+    assert "spdfq 80.50±0.71 > psaq-vit 70.50±0.71: met" in text
+    assert "psaq-vit 70.50±0.71 > noise 71.00±0.71: tie" in text
+    assert "spdfq is 6.50 points below real-data calibration (target <= 5): NOT met" in text
+    assert "took at most 120 s" in text and text.rstrip().endswith("met")
+    md = table(aggregate(rows), rows, "vit-fmnist").splitlines()
+    assert md[2].startswith("| FP (float)") and md[3].startswith("| noise") and "W6A6" not in md[0]
+
+
+def test_quick_run_on_a_tiny_model(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=5, embed_dim=32, depth=2,
+                            num_heads=2, mlp_ratio=2.0).eval()
+    x, y = torch.randn(40, 1, 16, 16), torch.randint(0, 5, (40,))
+
+    def top1(m: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return 100.0 * (m(x).argmax(-1) == y).float().mean().item()
+
+    zm = ZooModel("tiny", net, "top1", lambda n, s: torch.randn(n, 1, 16, 16), top1, (1, 16, 16))
+    runner = DfqRunner(tmp_path / "cache", quick=True, load=lambda name: (zm, None), backend="repq-vit",
+                       backend_options={})
+    run(tmp_path / "out", quick=True, cache_dir=tmp_path / "cache", runner=runner, models=["tiny"])
+    rows = json.loads((tmp_path / "out" / "dfq-quick.json").read_text())
+    assert sorted(r["method"] for r in rows) == sorted(QUICK_SOURCES)
+    assert all(r["synthesis_seconds"] > 0 for r in rows if r["method"] in ("psaq-vit", "spdfq"))
+    assert (tmp_path / "out" / "dfq-quick.png").is_file()
+    assert "## tiny" in (tmp_path / "out" / "dfq-quick.md").read_text()
+    assert len(list((tmp_path / "cache" / "dfq-synth").glob("*/synthetic.png"))) == 3

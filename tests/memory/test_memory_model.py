@@ -1,0 +1,84 @@
+"""The memory-enhanced transformer: masks, equivalence with the base, bad input, HF Llama layout."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from squeeze.errors import SqueezeError
+from squeeze.memory.config import UIOConfig
+from squeeze.memory.data import check_text, training_batch
+from squeeze.memory.model import MemoryLM, encoder_mask, encoder_positions
+from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, encode
+
+
+def _base() -> TinyLlama:
+    torch.manual_seed(0)
+    return TinyLlama(LMArch(vocab=32, dim=16, layers=2, heads=2, kv_heads=1, hidden=32, context=64)).eval()
+
+
+def test_encoder_mask_and_positions() -> None:
+    mask = encoder_mask(8, 2)
+    assert mask[:8, :8].equal(torch.ones(8, 8).tril().bool()) and not mask[:8, 8:].any()
+    assert mask[8, :4].all() and not mask[8, 4:8].any() and mask[8, 8] and not mask[8, 9]  # token 0: span 0..3
+    assert mask[9, :8].all() and mask[9, 9] and not mask[9, 8]  # token 1: whole segment, not memory 0
+    assert encoder_positions(8, 2).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 4, 8]
+
+
+def test_decoder_without_memory_is_the_base_and_memory_matters() -> None:
+    base = _base()
+    model = MemoryLM(base, UIOConfig(segment=8, memory=2, lora_rank=2)).eval()
+    ids = torch.randint(0, 32, (2, 8))
+    with torch.no_grad():
+        assert torch.allclose(model.decode(ids, []), base(ids), atol=1e-5)
+        mem = model.encode(ids)
+        assert mem.shape == (2, 2, 2, 16)  # (layers, B, m, D)
+        assert not torch.allclose(model.decode(ids, [mem]), base(ids), atol=1e-4)
+        long = torch.randint(0, 32, (1, 8 * 3 + 5))  # a trailing partial segment is decoded, not dropped
+        streamed = model.stream(long)
+        assert streamed.shape == (1, 29, 32)
+        segs = [long[:, s:s + 8] for s in range(0, 29, 8)]
+        mems = [model.encode(s) for s in segs[:3]]
+        by_hand = torch.cat([model.decode(s, mems[:i]) for i, s in enumerate(segs)], dim=1)
+        assert torch.allclose(streamed, by_hand, atol=1e-5)  # the cached prefix k/v == recomputing them
+    ratio = model.extra_parameters() / sum(p.numel() for p in base.parameters())
+    assert 0 < ratio < 0.2 and not any(p.requires_grad for p in base.parameters())
+
+
+def test_default_config_adds_about_two_percent() -> None:
+    base = TinyLlama(LMArch())
+    ratio = MemoryLM(base, UIOConfig()).extra_parameters() / sum(p.numel() for p in base.parameters())
+    assert 0.015 < ratio < 0.025
+
+
+def test_bad_input() -> None:
+    with pytest.raises(SqueezeError, match="divisible"):
+        UIOConfig(segment=64, memory=7)
+    with pytest.raises(SqueezeError, match="grad mode"):
+        UIOConfig(grad_mode="bptt")
+    with pytest.raises(SqueezeError, match="unknown UIO option"):
+        UIOConfig.from_dict({"segmnet": 3})
+    with pytest.raises(SqueezeError, match="empty"):
+        check_text(encode(""), 64)
+    with pytest.raises(SqueezeError, match="shorter than one segment"):
+        training_batch(encode("short text"), 1, 2, 64, 0.0, 0)
+    with pytest.raises(SqueezeError, match="Llama layout"):
+        MemoryLM(nn.Sequential(nn.Linear(4, 4)), UIOConfig())
+    model = MemoryLM(_base(), UIOConfig(segment=8, memory=2))
+    with pytest.raises(SqueezeError, match="whole segments"):
+        model.encode(torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(SqueezeError, match="empty input"):
+        model.stream(torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_hf_llama_layout_matches_its_own_forward() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    model = MemoryLM(hf, UIOConfig(segment=8, memory=2, lora_rank=2))
+    ids = torch.randint(0, 32, (1, 8))
+    with torch.no_grad():
+        assert torch.allclose(model.decode(ids, []), hf(ids).logits, atol=1e-4)
+        assert model.encode(ids).shape == (2, 1, 2, 16)

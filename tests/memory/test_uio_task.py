@@ -1,0 +1,36 @@
+"""Training a memory model on the engine: adapters written, reloaded identically, resume refused on change."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from squeeze.errors import SqueezeError
+from squeeze.memory.config import UIOConfig
+from squeeze.memory.task import load_uio, train_uio
+from squeeze.train.engine import EngineConfig
+from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, encode
+
+TEXT = encode("Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him. " * 40)
+
+
+def test_train_save_and_reload(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    cfg = UIOConfig(segment=32, memory=4, doc_segments=4, steps=4, steps_per_epoch=2, batch_size=2, lr=1e-2,
+                    warmup=1, passkey_frac=0.5)
+    summary = train_uio(cfg, EngineConfig(tmp_path / "r", progress=False), base=base, tokens=TEXT, val_tokens=TEXT)
+    assert len(summary["log"]) == 2 and summary["extra_params"] > 0
+    model = load_uio(tmp_path / "r", base=base)
+    assert model.lora_b["dec_k"].abs().sum() > 0  # trained away from the zero start
+    ids = TEXT[:100][None]
+    with torch.no_grad():
+        again = load_uio(tmp_path / "r", base=base)
+        assert torch.equal(model.stream(ids), again.stream(ids))
+    with pytest.raises(SqueezeError, match="already holds a checkpoint"):
+        train_uio(cfg, EngineConfig(tmp_path / "r", progress=False), base=base, tokens=TEXT, val_tokens=TEXT)
+    with pytest.raises(SqueezeError, match="no finished UIO run"):
+        load_uio(tmp_path / "nothing", base=base)
+    with pytest.raises(SqueezeError, match="shorter than"):
+        train_uio(cfg, EngineConfig(tmp_path / "s", progress=False), base=base, tokens=TEXT[:60], val_tokens=TEXT)

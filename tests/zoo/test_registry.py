@@ -12,11 +12,12 @@ from squeeze.errors import SqueezeError
 from squeeze.quant.prepare import prepare_model
 
 _LOADED: dict[str, squeeze.zoo.registry.ZooModel] = {}
-SMOKE_OPTIONS = {"iters": 2, "rounds": 1, "n_alphas": 2}  # reconstruction / search methods: a few steps suffice
-VIT_ONLY = {"isvit", "erq", "ptq4vit"}  # refuse models without attention blocks
+# reconstruction / search / synthesis methods: a few steps suffice
+SMOKE_OPTIONS = {"iters": 2, "rounds": 1, "n_alphas": 2, "synth_iters": 2, "n_images": 2, "backend_options": {"iters": 2}}
+VIT_ONLY = {"isvit", "erq", "ptq4vit", "spdfq"}  # refuse models without attention blocks
 CONV_ONLY = {"dfsq", "uniform-norm"}  # refuse models without a stack of conv blocks
 RECONSTRUCTION = {"adaround", "brecq", "qdrop", "isvit"}  # refuse blocks taking per-sample masks (BERT)
-SLOW_ON_DINOV2 = {"erq", "adaround", "brecq", "qdrop", "isvit", "ptq4vit"}
+SLOW_ON_DINOV2 = {"erq", "adaround", "brecq", "qdrop", "isvit", "ptq4vit", "spdfq"}
 
 
 def _zoo(name: str):

@@ -292,7 +292,8 @@ def train_lm_shakespeare(engine: Any, out: Path = CHECKPOINTS, recipe: LMRecipe 
     bpb = result.log[-1]["val_bpb"] if result.log else float("nan")
     if result.rank != 0 or subset or not result.log or result.log[-1]["epoch"] != recipe.epochs:
         return bpb
-    atomic_save_tensors(out / f"{NAME}.safetensors", {k: v.float() for k, v in result.module.state_dict().items()})
+    # stored as float16 (half the bytes in git); ``val_bpb`` below is the float32 model's, before rounding
+    atomic_save_tensors(out / f"{NAME}.safetensors", {k: v.half() for k, v in result.module.state_dict().items()})
     write_json(out / f"{NAME}.json", {"name": NAME, "arch": asdict(task.arch), "recipe": asdict(recipe),
                                       "val_bpb": bpb, "log": result.log, "command": f"squeeze train {NAME}",
                                       "versions": package_versions()})

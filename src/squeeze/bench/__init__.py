@@ -1,11 +1,23 @@
 """Benchmark suites (``squeeze bench NAME``): each writes docs/results/NAME.{md,json} and a plot."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from squeeze.errors import SqueezeError
 
-SUITES = ("foundation", "vit-ptq", "multiquant", "nm", "deploy", "sr-ptq", "dfq", "long-context")
+# suite name -> (module whose ``run`` writes it, the options that ``run`` takes besides ``out`` and ``quick``)
+_SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "foundation": ("squeeze.bench.foundation", ("only", "device", "cache_dir")),
+    "vit-ptq": ("squeeze.bench.vit_ptq", ("only", "device", "cache_dir", "cached_only", "methods")),
+    "multiquant": ("squeeze.bench.multiquant", ("only", "device", "cache_dir", "cached_only")),
+    "nm": ("squeeze.bench.nm", ("only", "device", "cache_dir")),
+    "sr-ptq": ("squeeze.bench.sr_ptq", ("only", "device", "cache_dir", "cached_only", "methods")),
+    "dfq": ("squeeze.bench.dfq", ("only", "device", "cache_dir", "cached_only", "methods")),
+    "long-context": ("squeeze.bench.long_context", ("cache_dir",)),
+    "deploy": ("squeeze.bench.deploy", ("only",)),
+}
+SUITES = tuple(_SUITES)
 
 
 def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",
@@ -14,48 +26,14 @@ def run_bench(name: str, out: Path, quick: bool = False, only: list[str] | None 
     """Run suite ``name`` and write its results under ``out`` (``only``: restrict to these models).
 
     ``cache_dir`` keeps each finished cell, so a killed run resumes; ``device`` is where models run.
+    The ``nm`` suite's cells are methods, so ``methods`` (or ``only``) restricts it.
     """
-    if name == "foundation":
-        from squeeze.bench.foundation import run  # noqa: PLC0415
-
-        run(out, quick=quick, only=only, device=device, cache_dir=cache_dir)
-        return
-    if name == "vit-ptq":
-        from squeeze.bench.vit_ptq import run as run_vit_ptq  # noqa: PLC0415
-
-        run_vit_ptq(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only,
-                    methods=methods)
-        return
-    if name == "multiquant":
-        from squeeze.bench.multiquant import run as run_multiquant  # noqa: PLC0415
-
-        run_multiquant(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only)
-        return
-    if name == "nm":
-        from squeeze.bench.nm import run as run_nm  # noqa: PLC0415
-
-        run_nm(out, quick=quick, only=methods or only, device=device, cache_dir=cache_dir)
-        return
-    if name == "sr-ptq":
-        from squeeze.bench.sr_ptq import run as run_sr  # noqa: PLC0415
-
-        run_sr(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only,
-               methods=methods)
-        return
-    if name == "dfq":
-        from squeeze.bench.dfq import run as run_dfq  # noqa: PLC0415
-
-        run_dfq(out, quick=quick, only=only, device=device, cache_dir=cache_dir, cached_only=cached_only,
-                methods=methods)
-        return
-    if name == "long-context":
-        from squeeze.bench.long_context import run as run_long  # noqa: PLC0415
-
-        run_long(out, quick=quick, cache_dir=cache_dir)
-        return
-    if name == "deploy":
-        from squeeze.bench.deploy import run as run_deploy  # noqa: PLC0415
-
-        run_deploy(out, quick=quick, only=only)
-        return
-    raise SqueezeError(f"unknown benchmark {name!r}; available: {', '.join(SUITES)}")
+    if name not in _SUITES:
+        raise SqueezeError(f"unknown benchmark {name!r}; available: {', '.join(SUITES)}")
+    module, accepted = _SUITES[name]
+    given = {"only": (methods or only) if name == "nm" else only, "device": device, "cache_dir": cache_dir,
+             "cached_only": cached_only, "methods": methods}
+    for option, value in (("cached_only", cached_only), ("methods", methods)):
+        if value and option not in accepted and not (name == "nm" and option == "methods"):
+            raise SqueezeError(f"--{option.replace('_', '-')} does not apply to the {name} suite")
+    importlib.import_module(module).run(out, quick=quick, **{k: given[k] for k in accepted})

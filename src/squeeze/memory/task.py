@@ -9,7 +9,6 @@ trainable tensors to ``WORKDIR/uio.safetensors`` with ``uio.json`` (config, base
 from __future__ import annotations
 
 import json
-import math
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +21,7 @@ from squeeze.memory.config import UIOConfig
 from squeeze.memory.data import training_batch
 from squeeze.memory.model import MemoryLM
 from squeeze.memory.tbptt import tbptt_backward
+from squeeze.train.classifier import lr_factor
 
 ADAPTERS = "uio.safetensors"
 META = "uio.json"
@@ -39,13 +39,6 @@ def load_base(name: str) -> nn.Module:
     from squeeze.zoo.registry import load_model  # noqa: PLC0415
 
     return load_model(name).model.eval()
-
-
-def cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up, then cosine to zero (the paper's schedule)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 class UIOTask:
@@ -90,7 +83,7 @@ class UIOTask:
                                "drop --devices/--nodes")
         model: MemoryLM = ctx.module
         for group in ctx.optimizers[0].param_groups:
-            group["lr"] = self.cfg.lr * cosine(ctx.step, ctx.total_steps, self.cfg.warmup)
+            group["lr"] = self.cfg.lr * lr_factor(ctx.step, ctx.total_steps, self.cfg.warmup)
         ids, weights = (t.to(ctx.device) for t in batch)
         rng = random.Random(derived_seed(self.cfg.seed, ctx.step, 31))
         loss = tbptt_backward(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward)

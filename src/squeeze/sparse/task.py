@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from typing import Any, Iterator
 
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 from squeeze.errors import SqueezeError
 from squeeze.sparse.config import NMConfig
 from squeeze.sparse.layers import bake, sparsify
-from squeeze.train.classifier import augmented_batches, evaluate_top1
+from squeeze.train.classifier import augmented_batches, evaluate_top1, lr_factor
 from squeeze.train.engine import StepContext
 
 DEFAULT_LR = {"resnet-fmnist": 0.01, "vit-fmnist": 2e-4}  # SGD fine-tune / AdamW fine-tune
@@ -115,7 +114,7 @@ class NMTask:
                                      self._epoch_size(), hflip=self.cfg.model == "resnet-fmnist")
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        factor = 0.5 * (1.0 + math.cos(math.pi * min(1.0, ctx.step / max(1, ctx.total_steps))))
+        factor = lr_factor(ctx.step, ctx.total_steps)
         for opt in ctx.optimizers:
             for group in opt.param_groups:
                 group["lr"] = self.lr * factor

@@ -79,12 +79,15 @@ def augmented_batches(data: tuple[torch.Tensor, torch.Tensor], batch_size: int, 
         yield augment(x[idx], pad, hflip, gen), y[idx]
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0."""
+def lr_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to ``floor``.
+
+    The schedule every squeeze training task uses (classifier recipes, MultiQuant, N:M, EDSR, UIO).
+    """
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 @torch.no_grad()

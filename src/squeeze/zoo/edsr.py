@@ -39,6 +39,7 @@ from squeeze.devices import model_device
 from squeeze.errors import SqueezeError
 from squeeze.metrics.sr import psnr_y, quantize_8bit, ssim_y
 from squeeze.train.checkpoint import atomic_save_tensors, load_tensors, write_json
+from squeeze.train.classifier import lr_factor
 from squeeze.train.engine import EngineConfig, StepContext, derived_seed, fit
 from squeeze.zoo.registry import ZooModel, register_model
 
@@ -199,8 +200,7 @@ class SRTask:
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         r = self.recipe
-        progress = ctx.step / max(1, ctx.total_steps)
-        factor = r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        factor = lr_factor(ctx.step, ctx.total_steps, floor=r.min_lr_ratio)
         for opt in ctx.optimizers:
             for group in opt.param_groups:
                 group["lr"] = r.lr * factor

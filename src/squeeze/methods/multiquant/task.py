@@ -2,7 +2,6 @@
 with in-place distillation from the widest (MBQuant, Zhong et al., arXiv 2305.08117, section 3.4)."""
 from __future__ import annotations
 
-import math
 from typing import Any, Iterator
 
 import torch
@@ -14,7 +13,7 @@ from squeeze.devices import model_device
 from squeeze.methods.multiquant.config import MultiQuantConfig
 from squeeze.methods.multiquant.network import MultiBitResNet
 from squeeze.methods.multiquant.quantizers import soft_cross_entropy
-from squeeze.train.classifier import augmented_batches
+from squeeze.train.classifier import augmented_batches, lr_factor
 from squeeze.train.engine import StepContext, derived_seed
 from squeeze.zoo.resnet_fmnist import ResNetFmnist
 
@@ -37,11 +36,6 @@ def distill_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tens
     if teacher is None:
         return ce
     return 0.5 * (soft_cross_entropy(logits, teacher) + ce)
-
-
-def cosine(step: int, total: int) -> float:
-    """Cosine decay factor from 1 to 0 over ``total`` steps."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
 
 
 @torch.no_grad()
@@ -118,7 +112,7 @@ class MultiQuantTask:
             module.train(was_training)
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        factor = cosine(ctx.step, ctx.total_steps)
+        factor = lr_factor(ctx.step, ctx.total_steps)
         for opt, base in zip(ctx.optimizers, (self.cfg.lr, self.cfg.quant_lr)):
             for group in opt.param_groups:
                 group["lr"] = base * factor

@@ -157,6 +157,20 @@ def test_any_conv_sr_network(method: str) -> None:
     assert q.up.input_quantizer is not None and q.first.input_quantizer is None
 
 
+@pytest.mark.parametrize("method", ["dfsq", "uniform-norm"])
+def test_saved_run_reloads_with_identical_outputs(method: str, tmp_path) -> None:
+    """squeeze.save/load rebuild the channel-norm quantizers (custom-quantizer registry) bit for bit."""
+    torch.manual_seed(0)
+    model, calib = ToySR().eval(), torch.rand(8, 3, 12, 12)
+    q = squeeze.quantize(model, squeeze.make_config(method, wbits=4, abits=4, calib=8), calib)
+    squeeze.save(q, tmp_path / "run")
+    back = squeeze.load(tmp_path / "run", ToySR())
+    assert isinstance(back.mid1.input_quantizer, ChannelNormQuantizer)
+    x = torch.rand(2, 3, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), q(x), rtol=0, atol=1e-6)
+
+
 def test_edsr_default_layers_are_the_residual_block_convs() -> None:
     torch.manual_seed(0)
     model = build_edsr(EDSRArch(scale=2)).eval()

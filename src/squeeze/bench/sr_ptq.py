@@ -177,11 +177,11 @@ def table(agg: list[dict[str, Any]], rows: list[dict[str, Any]], model: str) -> 
 
 
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[int], primary: str,
-             missing: int = 0) -> str:
+             missing: int = 0, command: str = COMMAND) -> str:
     devices = sorted({r.get("device", "cpu") for r in rows})
     parts = [
         "# Super-resolution PTQ: DFSQ against min-max, percentile and normalized-uniform", "",
-        f"Written by `{COMMAND}` (calibration seeds {seeds}; {CALIB} LR patches of 48 px from the train photos; "
+        f"Written by `{command}` (calibration seeds {seeds}; {CALIB} LR patches of 48 px from the train photos; "
         "test: centre crops of the test photos, bicubic degradation; rows ran on: "
         f"{', '.join(devices)}). Cells: PSNR-Y in dB, mean ± std over seeds / SSIM-Y mean (Y of ITU-R BT.601, "
         "border shave = scale). Every method quantizes the same layers, the convs of the residual blocks (as the "
@@ -245,8 +245,9 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
         subjects: dict[str, Subject] | None = None) -> None:
     """Run (or resume) the suite and write ``sr-ptq.{md,json,png}`` under ``out``.
 
-    ``only`` restricts the models and fills the cache without writing results; ``methods`` restricts
-    the cells run now; ``cached_only`` writes results from the cache; ``subjects`` replaces the zoo
+    ``only`` restricts the models and fills the cache without writing results (with ``cached_only``:
+    writes results for only those models); ``methods`` restricts the cells run now; ``cached_only``
+    writes results from the cache; ``subjects`` replaces the zoo
     models (tests use a tiny untrained network).
     """
     from squeeze.devices import resolve_device  # noqa: PLC0415
@@ -265,12 +266,13 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
     rows = run_cells(todo, cache_dir / f"{name}.cache.json", runner, cached_only=cached_only)
     if methods:
         rows = run_cells(plan, cache_dir / f"{name}.cache.json", runner, cached_only=True)
-    if only or not rows:
+    if (only and not cached_only) or not rows:
         return
     agg = aggregate(rows)
     primary = next(iter(subjects))
     out.mkdir(parents=True, exist_ok=True)
-    md = markdown(agg, rows, seeds, primary, len(plan) - len(rows)).replace("sr-ptq.png", f"{name}.png")
+    command = f"{COMMAND} --models {','.join(only)} --cached-only" if only else COMMAND
+    md = markdown(agg, rows, seeds, primary, len(plan) - len(rows), command).replace("sr-ptq.png", f"{name}.png")
     write_results(out, name, rows, md)
     comparison_figure(subjects[primary], out / f"{name}.png")
     print((out / f"{name}.md").read_text())

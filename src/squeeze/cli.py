@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -42,19 +43,22 @@ def cmd_methods(_args: argparse.Namespace) -> None:
         print(f"{name:12s} {desc}")
 
 
+# ``squeeze train NAME`` for the methods that own their training glue: module, function(args, options).
+_TRAIN_GLUE = {
+    "nm": ("squeeze.sparse.cli", "cmd_train_nm"),
+    "uio": ("squeeze.memory.cli", "cmd_train_uio"),
+    "undem": ("squeeze.methods.undem.cli", "cmd_train_undem"),
+    "hqss": ("squeeze.methods.hqss.cli", "cmd_train_hqss"),
+}
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from squeeze.methods.multiquant import VARIANTS
     from squeeze.train.engine import EngineConfig
 
-    if args.model == "nm":
-        from squeeze.sparse.cli import cmd_train_nm
-
-        print(json.dumps(cmd_train_nm(args, _options(args.set)), indent=2))
-        return
-    if args.model == "uio":
-        from squeeze.memory.cli import cmd_train_uio
-
-        print(json.dumps(cmd_train_uio(args, _options(args.set)), indent=2))
+    if args.model in _TRAIN_GLUE:
+        module, fn = _TRAIN_GLUE[args.model]
+        print(json.dumps(getattr(importlib.import_module(module), fn)(args, _options(args.set)), indent=2))
         return
 
     engine = EngineConfig(Path(args.workdir), resume=args.resume, devices=args.devices, nodes=args.nodes,
@@ -143,6 +147,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from squeeze.memory.cli import add_train_uio_args
+    from squeeze.methods.hqss.cli import add_train_hqss_args
+    from squeeze.methods.undem.cli import add_train_undem_args
+    from squeeze.restore.cli import add_restore_parser
     from squeeze.sparse.cli import add_check_nm_parser, add_train_nm_args
 
     parser = argparse.ArgumentParser(prog="squeeze", description="Compress PyTorch models and measure them honestly.")
@@ -155,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train multiquant")
     train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14, edsr-x2, edsr-x4, "
                        "lm-shakespeare); multiquant, any-precision, multiquant-no-amortization, "
-                       "multiquant-no-distill; nm (N:M sparsity); or uio (memory-enhanced long context)")
+                       "multiquant-no-distill; nm (N:M sparsity); uio (memory-enhanced long context); undem "
+                       "(demoireing from unpaired data); or hqss (shadow removal; --method hqss, darken, "
+                       "mask-shadowgan or paired)")
     train.add_argument("--workdir", default="runs/train")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     train.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node")
@@ -168,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--subset", type=int, default=None, help="zoo recipe: train on this many images (smoke)")
     add_train_nm_args(train)
     add_train_uio_args(train)
+    add_train_undem_args(train)
+    add_train_hqss_args(train)
     train.set_defaults(fn=cmd_train)
     q = sub.add_parser("quantize", help="post-training quantization of MODEL")
     q.add_argument("model", help="zoo name (squeeze zoo list), timm:NAME@weights.safetensors or an HF folder")
@@ -206,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--overlap", type=int, default=16, help="context pixels around each tile")
     up.add_argument("--device", default="cpu")
     up.set_defaults(fn=cmd_upscale)
+    add_restore_parser(sub)
     bench = sub.add_parser("bench", help="run a benchmark suite and write docs/results")
     bench.add_argument("suite")
     bench.add_argument("--out", default="docs/results")

@@ -16,6 +16,8 @@ _SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "dfq": ("squeeze.bench.dfq", ("only", "device", "cache_dir", "cached_only", "methods")),
     "long-context": ("squeeze.bench.long_context", ("cache_dir",)),
     "deploy": ("squeeze.bench.deploy", ("only",)),
+    "undem": ("squeeze.bench.undem", ("cache_dir",)),
+    "hqss": ("squeeze.bench.hqss", ("cache_dir",)),
 }
 SUITES = tuple(_SUITES)
 

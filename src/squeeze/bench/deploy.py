@@ -183,21 +183,25 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict[str, Any]], notes: list[str], cpu: dict[str, Any], threads: int, quick: bool) -> str:
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def markdown(rows: list[dict[str, Any]], notes: list[str], cpu: dict[str, Any], threads: int, command: str) -> str:
     """The results page: table, CPU facts, notes and checks."""
     small, big = BATCHES[0], BATCHES[-1]
     columns = ["model", "method", "runtime", "metric", "quant", "bytes", "size_ratio", "bits_per_weight",
                f"latency_ms_b{small}", f"latency_ms_b{big}", f"latency_median_ms_b{big}", f"speedup_b{big}",
                "cosine_vs_fp32"]
     flags = ", ".join(f for f, on in cpu["flags"].items() if on) or "none of " + ", ".join(cpu["flags"])
-    parts = [f"# Deployment: real CPU kernels vs fp32\n\nCommand: `{COMMAND}{' --quick' if quick else ''}` "
+    parts = [f"# Deployment: real CPU kernels vs fp32\n\nCommand: `{command}` "
              f"(int8-static from an `rtn` W8A8 run, calib {CALIB}, seed {SEED}).\n",
              f"CPU: {cpu['cpu']} ({cpu['logical_cpus']} logical CPUs); ISA flags: {flags}; "
              f"intra-op threads: {threads}. Latency = min (and median) of {rows[0]['runs'] if rows else 0} "
              "interleaved runs after warm-up, batch 1 and 32; speedup = fp32 min / variant min, same run.\n",
              format_table(rows, columns), "",
              "int8-static vs its fake-quant model: " + "; ".join(
-                 f"{r['model']}: {r['metric']} {r['quant']} vs {r['fakequant']}, cosine "
+                 f"{r['model']}: {r['metric']} {_num(r['quant'])} vs {_num(r['fakequant'])}, cosine "
                  f"{r['cosine_vs_fakequant']:.5f}" + (f", top-1 agreement {r['top1_agreement_vs_fakequant']:.1f} %"
                                                        if "top1_agreement_vs_fakequant" in r else "")
                  for r in rows if r["method"] == "int8-static"), "",
@@ -263,9 +267,10 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, threads: 
     if not rows:
         raise SqueezeError(f"no model could be measured: {'; '.join(notes)}")
     cpu = cpu_info()
+    command = COMMAND + (" --quick" if quick else "") + (f" --models {','.join(only)}" if only else "")
     for row in rows:
         row["cpu"] = cpu
-    write_results(Path(out), "deploy", rows, markdown(rows, notes, cpu, threads, quick))
+    write_results(Path(out), "deploy", rows, markdown(rows, notes, cpu, threads, command))
     plot(rows, Path(out) / "deploy.png")
     print("\n".join(checks(rows)))
     if failed:

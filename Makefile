@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.squeeze-setup
 
-.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant bench-nm bench-sr-ptq bench-deploy clean
+.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant bench-nm bench-sr-ptq bench-deploy bench-undem bench-hqss clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,13 @@ bench-sr-ptq: setup
 # latencies at 2 intra-op threads on an otherwise idle machine; ~20-30 min
 bench-deploy: setup
 	OMP_NUM_THREADS=2 $(BIN)/squeeze bench deploy
+
+# training of every variant, resumable; ~50 min (UnDeM) / ~70 min (HQSS) on 2 CPU cores (extrapolated)
+bench-undem: setup
+	$(BIN)/squeeze bench undem
+
+bench-hqss: setup
+	$(BIN)/squeeze bench hqss
 
 clean:
 	rm -rf out .pytest_cache

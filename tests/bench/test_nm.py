@@ -33,6 +33,24 @@ def test_quick_bench_writes_rows_and_reuses_runs(tmp_path: Path, monkeypatch: py
     assert json.loads((tmp_path / "again" / "nm-quick.json").read_text())[0]["quant"] == rows[0]["quant"]
 
 
+def test_cached_only_writes_the_finished_runs_and_names_the_rest(tmp_path: Path) -> None:
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    nm.run(out, quick=True, only=["dense", "sr-ste"], cache_dir=cache)
+    assert not out.exists()  # --models only fills the cache
+    nm.run(out, quick=True, cache_dir=cache, cached_only=True)
+    rows = json.loads((out / "nm-quick.json").read_text())
+    assert [r["method"] for r in rows] == ["dense", "sr-ste"]
+    page = (out / "nm-quick.md").read_text()
+    assert "--cached-only" in page and "Not run yet** (6 planned runs)" in page and "spre 2:4" in page
+
+
+def test_plan_puts_the_claims_first() -> None:
+    cells = nm.plan(nm.RATIOS)
+    assert len(cells) == 1 + (len(nm.METHODS) - 1) * len(nm.RATIOS) == len(set(cells))
+    assert cells[:5] == [("dense", 2, 4), ("sr-ste", 2, 4), ("bimask", 2, 4), ("spre", 2, 4), ("transposable", 2, 4)]
+    assert set(cells[5:9]) == {("sr-ste", 1, 4), ("spre", 1, 4), ("sr-ste", 2, 8), ("spre", 2, 8)}
+
+
 def test_unknown_method_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SqueezeError, match="this suite's methods"):
         nm.run(tmp_path, quick=True, only=["srste"], cache_dir=tmp_path)

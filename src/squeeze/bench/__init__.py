@@ -11,7 +11,7 @@ _SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "foundation": ("squeeze.bench.foundation", ("only", "device", "cache_dir")),
     "vit-ptq": ("squeeze.bench.vit_ptq", ("only", "device", "cache_dir", "cached_only", "methods")),
     "multiquant": ("squeeze.bench.multiquant", ("only", "device", "cache_dir", "cached_only")),
-    "nm": ("squeeze.bench.nm", ("only", "device", "cache_dir")),
+    "nm": ("squeeze.bench.nm", ("only", "device", "cache_dir", "cached_only")),
     "sr-ptq": ("squeeze.bench.sr_ptq", ("only", "device", "cache_dir", "cached_only", "methods")),
     "dfq": ("squeeze.bench.dfq", ("only", "device", "cache_dir", "cached_only", "methods")),
     "long-context": ("squeeze.bench.long_context", ("cache_dir",)),

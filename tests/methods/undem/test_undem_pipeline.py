@@ -108,3 +108,14 @@ def test_bench_writes_page(tmp_path, tiny_data, monkeypatch) -> None:
     md = (tmp_path / "out" / "undem-quick.md").read_text()
     assert "squeeze bench undem --quick" in md and "within 2 dB" in md
     assert (tmp_path / "out" / "undem-quick.png").stat().st_size > 1000
+
+
+def test_random_crops_skip_photos_smaller_than_the_crop() -> None:
+    from squeeze.data.sr import hr_photo
+    from squeeze.methods.undem.data import random_crops
+
+    assert min(hr_photo("text", 384).shape[:2]) < 176  # scikit-image's text is 172 px high
+    crops = random_crops(["text", "camera"], 3, 176, np.random.default_rng(0), 384)
+    assert all(c.shape == (176, 176, 3) for c in crops)
+    with pytest.raises(SqueezeError, match="at least 176 px"):
+        random_crops(["text"], 1, 176, np.random.default_rng(0), 384)

@@ -48,10 +48,14 @@ def _digest(arrays: list[np.ndarray]) -> str:
 
 
 def random_crops(names: list[str], n: int, size: int, rng: np.random.Generator, short_side: int) -> list[np.ndarray]:
-    """``n`` random ``size`` px square crops from photos ``names`` (round robin, reduced to ``short_side``)."""
+    """``n`` random ``size`` px square crops from photos ``names`` (round robin over those at least ``size``
+    px on each side, reduced to ``short_side``)."""
+    photos = [img for img in (hr_photo(name, short_side) for name in names) if min(img.shape[:2]) >= size]
+    if not photos:  # e.g. scikit-image's 172 px high "text" is skipped for 176 px crops
+        raise SqueezeError(f"no photo among {names} is at least {size} px on each side; use a smaller size")
     out = []
     for i in range(n):
-        img = hr_photo(names[i % len(names)], short_side)
+        img = photos[i % len(photos)]
         y = int(rng.integers(img.shape[0] - size + 1))
         x = int(rng.integers(img.shape[1] - size + 1))
         out.append(np.ascontiguousarray(img[y:y + size, x:x + size]))

@@ -211,17 +211,19 @@ def sheets_figure(runner: DfqRunner, plan: list[Cell], path: Path) -> None:
 
 
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[int], name: str,
-             runner: DfqRunner, missing: int = 0) -> str:
+             runner: DfqRunner, missing: int = 0, command: str = COMMAND, left_out: list[str] | None = None) -> str:
     devices = sorted({str(r.get("device", "cpu")) for r in rows})
     steps = {m: runner.iters(m) for m in sorted({r["model"] for r in rows})}
     parts = ["# Data-free quantization of ViTs: SPDFQ against PSAQ-ViT, noise and real data", "",
-             f"Written by `{COMMAND}` (seeds {seeds}; {N_IMAGES} calibration images per source; backend "
+             f"Written by `{command}` (seeds {seeds}; {N_IMAGES} calibration images per source; backend "
              f"`{runner.backend}` with {runner.backend_options} for every source; synthesis steps {steps}; "
              "rows ran on: "
              f"{', '.join(devices)}). Cells are top-1 % mean ± std over seeds; `synthesis s` is the mean time "
              "to make the 32 images, `quantize s` the backend's. Method notes: docs/methods/spdfq.md.", ""]
     if missing:
         parts += [f"**{missing} planned cell(s) were not run**; cells marked `(1 seed)` or `-` are incomplete.", ""]
+    if left_out:
+        parts += [f"**Not in this page:** {', '.join(left_out)} (its cells were not run; see docs/methods/spdfq.md).", ""]
     for model in sorted({r["model"] for r in agg}):
         parts += [f"## {model}", "", table(agg, rows, model), ""]
     parts += ["## Checks against the issue", "", *checks(agg, rows), "",
@@ -252,6 +254,8 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
         return
     agg = aggregate(rows)
     out.mkdir(parents=True, exist_ok=True)
-    write_results(out, name, rows, markdown(agg, rows, seeds, name, runner, len(plan) - len(rows)))
+    command = COMMAND + (f" --models {','.join(only)}" if only else "") + (" --cached-only" if cached_only else "")
+    left_out = [m for m in names if only and m not in only]
+    write_results(out, name, rows, markdown(agg, rows, seeds, name, runner, len(plan) - len(rows), command, left_out))
     sheets_figure(runner, plan, out / f"{name}.png")
     print((out / f"{name}.md").read_text())

@@ -103,7 +103,9 @@ def to_rows(raw: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> 
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     """Perplexity, passkey and cost tables (methods x context multiples)."""
     parts = [f"# Long context: UIO memory model on `{MODEL}`\n",
-             f"Produced by `{COMMAND}`. Base context {info['base_context']} tokens; memory model: segment "
+             f"Produced by `{COMMAND}` (training seed {rows[0]['seed']}; evaluation documents drawn "
+             f"with fixed seeds 11 (perplexity) and 12 (passkey)). Base context {info['base_context']} tokens; "
+             "memory model: segment "
              f"{info['segment']}, {info['memory']} memory tokens, {info['extra_params']} trainable parameters "
              f"({100 * info['extra_ratio']:.2f} % of the base). See docs/methods/uio.md.\n"]
     for metric, title in (("ppl", "Perplexity on held-out Shakespeare (lower is better)"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,26 @@ class ZooRunner:
         row = report.to_dict()
         row["device"] = device_label(self.device)
         return row
+
+
+def page_command(command: str, out: Path, only: list[str] | None, device: str, cache_dir: Path,
+                 cached_only: bool) -> str:
+    """The command line that reproduces a results page (only the flags that differ from the defaults)."""
+    parts = [command]
+    parts += [f"--models {','.join(only)}"] if only else []
+    parts += [f"--device {device}"] if device != "cpu" else []
+    parts += [f"--cache-dir {cache_dir}"] if Path(cache_dir) != Path("runs/bench") else []
+    parts += ["--cached-only"] if cached_only else []
+    parts += [f"--out {out}"] if Path(out) != Path("docs/results") else []
+    return " ".join(parts)
+
+
+def weights_line(tags: dict[str, str]) -> str:
+    """'Model weight fingerprints: ...', naming a dinov2 backbone read from ``$SQUEEZE_DINOV2_BACKBONE``."""
+    weights = ", ".join(f"{m} {t}" for m, t in sorted(tags.items()))
+    backbone = os.environ.get("SQUEEZE_DINOV2_BACKBONE")
+    return (f"Model weight fingerprints: {weights}."
+            + (f" dinov2-s14 backbone read from `$SQUEEZE_DINOV2_BACKBONE` ({Path(backbone).name})." if backbone else ""))
 
 
 def device_label(device: str) -> str:

@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, fingerprint, is_tie, run_cells,
-                                  save_figure, write_results)
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, fingerprint, is_tie, page_command,
+                                  run_cells, save_figure, weights_line, write_results)
 from squeeze.report import Report, format_table, peak_rss_mb
 
 COMMAND = "squeeze bench dfq"
@@ -211,7 +211,8 @@ def sheets_figure(runner: DfqRunner, plan: list[Cell], path: Path) -> None:
 
 
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[int], name: str,
-             runner: DfqRunner, missing: int = 0, command: str = COMMAND, left_out: list[str] | None = None) -> str:
+             runner: DfqRunner, missing: int = 0, command: str = COMMAND, left_out: list[str] | None = None,
+             tags: dict[str, str] | None = None) -> str:
     devices = sorted({str(r.get("device", "cpu")) for r in rows})
     steps = {m: runner.iters(m) for m in sorted({r["model"] for r in rows})}
     parts = ["# Data-free quantization of ViTs: SPDFQ against PSAQ-ViT, noise and real data", "",
@@ -219,7 +220,8 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[
              f"`{runner.backend}` with {runner.backend_options} for every source; synthesis steps {steps}; "
              "rows ran on: "
              f"{', '.join(devices)}). Cells are top-1 % mean ± std over seeds; `synthesis s` is the mean time "
-             "to make the 32 images, `quantize s` the backend's. Method notes: docs/methods/spdfq.md.", ""]
+             "to make the 32 images, `quantize s` the backend's. Method notes: docs/methods/spdfq.md.", "",
+             weights_line(tags or {}), ""]
     if missing:
         parts += [f"**{missing} planned cell(s) were not run**; cells marked `(1 seed)` or `-` are incomplete.", ""]
     if left_out:
@@ -254,8 +256,9 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
         return
     agg = aggregate(rows)
     out.mkdir(parents=True, exist_ok=True)
-    command = COMMAND + (f" --models {','.join(only)}" if only else "") + (" --cached-only" if cached_only else "")
+    command = page_command(COMMAND, out, only, device, cache_dir, cached_only)
     left_out = [m for m in names if only and m not in only]
-    write_results(out, name, rows, markdown(agg, rows, seeds, name, runner, len(plan) - len(rows), command, left_out))
+    write_results(out, name, rows, markdown(agg, rows, seeds, name, runner, len(plan) - len(rows), command, left_out,
+                                                       tags))
     sheets_figure(runner, plan, out / f"{name}.png")
     print((out / f"{name}.md").read_text())

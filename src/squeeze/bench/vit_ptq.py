@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import (Cell, ZooRunner, aggregate, fingerprint, is_tie, run_cells, save_figure,
-                                  write_results)
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, fingerprint, is_tie, page_command, run_cells,
+                                  save_figure, weights_line, write_results)
 from squeeze.report import format_table
 from squeeze.train.checkpoint import write_json
 
@@ -148,8 +148,6 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[
              timing: dict[str, Any] | None, missing: int = 0, command: str = COMMAND,
              tags: dict[str, str] | None = None) -> str:
     devices = sorted({r.get("device", "cpu") for r in rows})
-    weights = ", ".join(f"{m} {t}" for m, t in sorted((tags or {}).items()))
-    backbone = os.environ.get("SQUEEZE_DINOV2_BACKBONE")
     parts = [
         "# ViT post-training quantization: ERQ and I&S-ViT against their baselines", "",
         f"Written by `{command}` (calibration seeds {seeds}; {CALIB['rtn']} calibration images from the training "
@@ -157,9 +155,7 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[
         f"model's fixed test set; rows ran on: {', '.join(devices)}). Cells are mean ± std over seeds; "
         "`seconds` is the mean quantization time per run on that device. All rows are fake-quant "
         "simulations (`simulated: true`). Method notes: docs/methods/erq.md, docs/methods/isvit.md.", "",
-        f"Model weight fingerprints: {weights}."
-        + (f" dinov2-s14 backbone read from `$SQUEEZE_DINOV2_BACKBONE` ({Path(backbone).name})." if backbone else ""),
-        ""]
+        weights_line(tags or {}), ""]
     if missing:
         parts += [f"**{missing} planned cell(s) were not run** (results written with `--cached-only`); "
                   "cells marked `(1 seed)` or `-` are incomplete.", ""]
@@ -168,17 +164,6 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[
     parts += ["## Checks against the issue", "", *checks(agg, timing), "",
               "![top-1 versus bit width](vit-ptq.png)", ""]
     return "\n".join(parts)
-
-
-def _command(out: Path, only: list[str] | None, device: str, cache_dir: Path, cached_only: bool) -> str:
-    """The command line that reproduces this page (flags that differ from the defaults)."""
-    parts = [COMMAND]
-    parts += [f"--models {','.join(only)}"] if only else []
-    parts += [f"--device {device}"] if device != "cpu" else []
-    parts += [f"--cache-dir {cache_dir}"] if cache_dir != Path("runs/bench") else []
-    parts += ["--cached-only"] if cached_only else []
-    parts += [f"--out {out}"] if out != Path("docs/results") else []
-    return " ".join(parts)
 
 
 def line_plot(agg: list[dict[str, Any]], path: Path) -> None:
@@ -237,6 +222,6 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
         r["metric"] = "top1"
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, name, rows + ([{**timing, "method": "erq-cpu-timing"}] if timing else []),
-                  markdown(agg, rows, seeds, timing, missing, _command(out, only, device, cache_dir, cached_only), tags))
+                  markdown(agg, rows, seeds, timing, missing, page_command(COMMAND, out, only, device, cache_dir, cached_only), tags))
     line_plot(agg, out / f"{name}.png")
     print((out / f"{name}.md").read_text())

@@ -28,6 +28,7 @@ import torch
 
 from squeeze.bench.common import save_figure, write_results
 from squeeze.deploy.latency import cpu_info, interleaved, ort_session
+from squeeze.deploy.names import compact_file
 from squeeze.deploy.onnx_export import (export_float, export_quantized, quantize_int4_weight,
                                         quantize_int8_dynamic)
 from squeeze.deploy.plan import plan_export, quantizer_table
@@ -84,6 +85,7 @@ def build_variants(zm: Any, work: Path, calib: torch.Tensor) -> tuple[dict[str, 
     variants: dict[str, Any] = {}
     notes: dict[str, str] = {}
     fp32 = export_float(zm.model, calib[:1], work / "fp32.onnx")
+    compact_file(fp32)  # short names like every shipped file, so the size ratios compare weights and graphs
     variants["fp32"] = (fp32, fp32.stat().st_size, {"runtime": "onnxruntime"})
     variants["bf16"] = (Bf16Module(zm.model), bf16_bytes(zm.model), {"runtime": "torch-eager"})
     qmodel = quantize(zm.model, make_config("rtn", wbits=8, abits=8, calib=len(calib), seed=SEED), calib,

@@ -18,7 +18,8 @@ signed int8 (codes ``c - z`` within +-127), its per-channel weight scales too, s
 computes what the fake-quant model computed. Tensors the run does not quantize at 8 bits (nearest
 mode only) are calibrated by ORT's MinMax on the zoo's calibration images.
 
-Every writer goes through :func:`atomic_path`: a temporary file next to the target, renamed only
+Shipped files get short internal names (:mod:`squeeze.deploy.names`); the float export keeps the scope
+names, which the quantizers need. Every writer goes through :func:`atomic_path`: a temporary file next to the target, renamed only
 when the export succeeded, so a failure leaves no file behind.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeeze.deploy.names import compact_file, compact_names
 from squeeze.deploy.plan import DeployPlan, act_is_static_u8
 from squeeze.errors import SqueezeError
 from squeeze.quant import primitives as P
@@ -277,6 +279,7 @@ def quantize_int8_static(float_path: Path, out: Path, calib: torch.Tensor, qmode
                         per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+        compact_file(tmp)
     n_weights = sum(1 for v in overrides.values() if "axis" in v[0])
     return {"nodes": len(nodes_to_quantize) if nodes_to_quantize is not None else "all",
             "weight_storage_bits": 7 if reduce_range else 8,
@@ -290,6 +293,7 @@ def quantize_int8_dynamic(float_path: Path, out: Path) -> dict[str, Any]:
 
     with atomic_path(out) as tmp:
         quantize_dynamic(str(float_path), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
+        compact_file(tmp)
     return {"ops": "MatMul/Gemm/Conv (ORT defaults)"}
 
 
@@ -336,6 +340,7 @@ def quantize_int4_weight(float_path: Path, out: Path, block_size: int = INT4_BLO
     if count == 0:
         raise SqueezeError("no MatMul with a constant weight to quantize to 4 bits (MatMulNBits covers MatMul "
                            "only, not Conv or Gemm)")
+    compact_names(model)
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
     return {"matmulnbits": count, "exact_weights": len(exact), "block_size": block_size, "accuracy_level": 4}

@@ -10,8 +10,10 @@ import torch
 
 from squeeze.errors import SqueezeError
 from squeeze.train.engine import EngineConfig
-from squeeze.zoo.lm_shakespeare import (LMArch, LMRecipe, TinyLlama, apply_rope, decode, encode, load_lm_shakespeare,
-                                        rope_tables, train_lm_shakespeare)
+from squeeze.data.passkey import DIGITS, QUESTION
+from squeeze.zoo.lm_shakespeare import (LMArch, LMRecipe, LMTask, TinyLlama, apply_rope, decode, encode,
+                                        in_context_passkey, load_lm_shakespeare, rope_tables, train_lm_shakespeare,
+                                        with_passkeys, windows)
 
 TINY = LMArch(dim=32, layers=2, heads=2, kv_heads=2, hidden=64, context=64)
 
@@ -41,7 +43,7 @@ def test_rope_is_a_relative_rotation() -> None:
 
 
 def test_training_lowers_the_loss_and_checkpoint_loads(tmp_path: Path) -> None:
-    recipe = replace(LMRecipe(), epochs=2, steps_per_epoch=15, batch_size=4, warmup=5, eval_windows=4)
+    recipe = replace(LMRecipe(), epochs=2, steps_per_epoch=15, batch_size=4, warmup=5, eval_windows=4, passkey_frac=0)
     engine = EngineConfig(tmp_path / "run", progress=False)
     bpb = train_lm_shakespeare(engine, out=tmp_path / "ckpt", recipe=recipe, arch=TINY)
     import json  # noqa: PLC0415
@@ -58,3 +60,30 @@ def test_missing_checkpoint_says_how_to_train(tmp_path: Path) -> None:
         load_lm_shakespeare(tmp_path)
     with pytest.raises(SqueezeError, match="divide"):
         LMArch(dim=30, heads=4)
+
+
+def test_passkey_windows_teach_copying() -> None:
+    tokens = encode("To be, or not to be, that is the question. " * 40)
+    ids = windows(tokens, 6, 201, seed=3)
+    assert torch.equal(with_passkeys(ids, tokens, 0.0, seed=3), ids)
+    mixed = with_passkeys(ids, tokens, 1.0, seed=3)
+    assert mixed.shape == ids.shape
+    kinds = set()
+    for row in mixed:
+        text = decode(row)
+        if text.isdigit():  # a repeated digit string: one period later every byte repeats
+            period = len(text) // 2 - 1
+            assert text[period:] == text[:len(text) - period]
+            kinds.add("copy")
+        else:
+            key = text[-DIGITS:]
+            assert key.isdigit() and text.endswith(QUESTION + key) and f"The pass key is {key}." in text
+            kinds.add("passkey")
+    assert kinds == {"copy", "passkey"}
+    arch = replace(TINY, context=160)
+    assert 0.0 <= in_context_passkey(TinyLlama(arch).eval(), n=4, context=arch.context) <= 1.0
+    with pytest.raises(SqueezeError, match="passkey_frac"):
+        LMTask(TINY, LMRecipe(passkey_frac=0.25), tokens)
+    LMTask(TINY, LMRecipe(), tokens)  # the default recipe has no passkey documents
+    with pytest.raises(SqueezeError, match="passkey_frac"):
+        LMRecipe(passkey_frac=1.5)

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from squeeze.errors import SqueezeError
 
@@ -33,6 +34,12 @@ _START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.IGN
 _END = re.compile(r"^(\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg).*$",
                   re.IGNORECASE | re.MULTILINE)
 _NOTICE = re.compile(r"<<.*?>>", re.DOTALL)  # the old "<<THIS ELECTRONIC VERSION ... >>" notices
+
+
+def encode_bytes(text: str) -> torch.Tensor:
+    """Byte-level tokens (int64) of ``text`` (the ``lm-shakespeare`` tokenizer)."""
+    data = text.encode("utf-8")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).long() if data else torch.zeros(0, dtype=torch.long)
 
 
 def texts_dir() -> Path:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from squeeze.errors import SqueezeError
-from squeeze.memory.data import DIGITS, check_text, passkey_document
+from squeeze.data.passkey import answer_hits, passkey_document
+from squeeze.memory.data import check_text
 from squeeze.memory.model import MemoryLM
 
 BASELINES = ("truncated", "sliding-window", "full-attention")
@@ -88,8 +89,7 @@ def passkey_accuracy(method: str, model: nn.Module, tokens: torch.Tensor, length
     hits = 0
     for i in range(0, n_docs, batch):
         d = docs[i:i + batch].to(dev)
-        logits = logits_of(method, model, d[:, :-1])[:, -DIGITS:]
-        hits += int((logits.argmax(-1) == d[:, -DIGITS:]).all(dim=1).sum())
+        hits += int(answer_hits(logits_of(method, model, d[:, :-1]), d).sum())
     return hits / n_docs
 
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from squeeze.data.passkey import answer_hits, copy_document, min_length, passkey_document
+from squeeze.data.text import encode_bytes
 from squeeze.errors import SqueezeError
 from squeeze.zoo.registry import ZooModel, register_model
 
@@ -60,7 +62,14 @@ class LMRecipe:
     weight_decay: float = 0.1
     warmup: int = 20
     eval_windows: int = 32
+    # share of training windows replaced by passkey documents / repeated digit strings (teaches copying); 0 is
+    # the committed checkpoint's recipe (see docs/methods/uio.md for the sweep of this option)
+    passkey_frac: float = 0.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.passkey_frac <= 1.0:
+            raise SqueezeError(f"passkey_frac {self.passkey_frac} must be in [0, 1]")
 
 
 # ----------------------------------------------------------------------------- math (pure functions)
@@ -175,10 +184,7 @@ def _init(m: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-def encode(text: str) -> torch.Tensor:
-    """Byte-level tokens (int64) of ``text``."""
-    data = text.encode("utf-8")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).long() if data else torch.zeros(0, dtype=torch.long)
+encode = encode_bytes  # byte-level tokens (int64)
 
 
 def decode(ids: torch.Tensor) -> str:
@@ -216,6 +222,34 @@ def val_loss(model: nn.Module, n: int = 32, seed: int = 1234, context: int = 256
         return float(lm_loss(model, ids.to(dev)))
 
 
+def with_passkeys(ids: torch.Tensor, tokens: torch.Tensor, frac: float, seed: int) -> torch.Tensor:
+    """``ids`` (B, T+1) with each row replaced, with probability ``frac``, by a passkey document of the same
+    length over ``tokens`` (needle anywhere): the only digits-copying the base ever sees, which the UIO
+    memory model needs (it adapts the frozen base, it cannot teach it to copy)."""
+    if frac <= 0:
+        return ids
+    gen = torch.Generator().manual_seed(seed + 7919)  # independent of the window draw
+    out = ids.clone()
+    for i in range(out.shape[0]):
+        if float(torch.rand((), generator=gen)) < frac:  # half passkey documents, half repeated digit strings
+            copy = float(torch.rand((), generator=gen)) < 0.5
+            out[i] = copy_document(out.shape[1], gen) if copy else passkey_document(tokens, out.shape[1], gen,
+                                                                                    (0, out.shape[1]))[0]
+    return out
+
+
+@torch.no_grad()
+def in_context_passkey(model: nn.Module, n: int = 64, seed: int = 4321, context: int = 256) -> float:
+    """Fraction of ``n`` val passkey documents of ``context + 1`` bytes whose 5 answer digits the model
+    predicts (greedy, teacher-forced) with needle and question inside one context."""
+    gen = torch.Generator().manual_seed(seed)
+    tokens = split_tokens("val")
+    docs = torch.stack([passkey_document(tokens, context + 1, gen, (0, context + 1))[0] for _ in range(n)])
+    dev = next(model.parameters()).device
+    hits = sum(int(answer_hits(model(d[:, :-1].to(dev)), d.to(dev)).sum()) for d in docs.split(16))
+    return hits / n
+
+
 # ----------------------------------------------------------------------------- training task
 class LMTask:
     """Engine task: AdamW with warm-up + cosine on random train windows (see :class:`LMRecipe`)."""
@@ -227,6 +261,9 @@ class LMTask:
         self.arch, self.recipe = arch, recipe
         self.epochs, self.seed = recipe.epochs, recipe.seed
         self.tokens = split_tokens("train") if tokens is None else tokens
+        if recipe.passkey_frac > 0 and arch.context + 1 <= min_length():
+            raise SqueezeError(f"context {arch.context} is too short for passkey documents ({min_length()} bytes); "
+                               "set the recipe's passkey_frac to 0")
 
     def identity(self) -> dict[str, Any]:
         return {"arch": asdict(self.arch), "recipe": asdict(self.recipe), "train_tokens": int(self.tokens.numel())}
@@ -247,8 +284,9 @@ class LMTask:
 
         r = self.recipe
         for step in range(r.steps_per_epoch):
-            ids = windows(self.tokens, r.batch_size, self.arch.context + 1, derived_seed(r.seed, epoch, step))
-            yield ids[rank::world]
+            seed = derived_seed(r.seed, epoch, step)
+            ids = windows(self.tokens, r.batch_size, self.arch.context + 1, seed)
+            yield with_passkeys(ids, self.tokens, r.passkey_frac, seed)[rank::world]
 
     def train_step(self, ctx: Any, batch: torch.Tensor) -> dict[str, float]:
         lr = cosine_lr(self.recipe.lr, ctx.step, ctx.total_steps, self.recipe.warmup)
@@ -262,8 +300,11 @@ class LMTask:
     def evaluate(self, module: nn.Module) -> dict[str, float]:
         module.eval()
         loss = val_loss(module, self.recipe.eval_windows, context=self.arch.context)
+        out = {"val_loss": loss, "val_bpb": loss / math.log(2)}
+        if self.arch.context + 1 > min_length():
+            out["val_passkey"] = in_context_passkey(module, context=self.arch.context)
         module.train()
-        return {"val_loss": loss, "val_bpb": loss / math.log(2)}
+        return out
 
 
 def cosine_lr(peak: float, step: int, total: int, warmup: int) -> float:

@@ -1,0 +1,65 @@
+"""Passkey-retrieval documents over byte tokens (Mohtashami & Jaggi, "Landmark Attention", 2023).
+
+A **passkey document** is filler text (a random stretch of a token stream) with the sentence
+``" The pass key is 48213. Remember it. 48213 is the pass key. "`` inserted at a random depth, ending with
+``" What is the pass key? The pass key is 48213"``; only the 5 answer digits are scored. Used to teach the
+``lm-shakespeare`` base to copy from its context, and by the UIO-LLMs memory model (training and evaluation).
+"""
+from __future__ import annotations
+
+import torch
+
+from squeeze.data.text import encode_bytes
+from squeeze.errors import SqueezeError
+
+DIGITS = 5
+QUESTION = " What is the pass key? The pass key is "
+
+
+def needle(key: str) -> torch.Tensor:
+    return encode_bytes(f" The pass key is {key}. Remember it. {key} is the pass key. ")
+
+
+def min_length() -> int:
+    """The shortest passkey document (needle, question and answer, one filler byte)."""
+    return needle("0" * DIGITS).numel() + encode_bytes(QUESTION).numel() + DIGITS + 1
+
+
+def passkey_document(filler: torch.Tensor, length: int, gen: torch.Generator,
+                     depth_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """One passkey document of ``length`` tokens: (ids, weights, key); the needle lies at a random
+    depth inside the token range ``depth_range = (lo, hi)`` (clamped so it fits before the question).
+    ``weights`` is 1/5 on each answer digit, 0 elsewhere."""
+    key = "".join(str(int(d)) for d in torch.randint(0, 10, (DIGITS,), generator=gen))
+    pin, tail = needle(key), encode_bytes(QUESTION + key)
+    room = length - tail.numel() - pin.numel()
+    if room <= 0 or filler.numel() <= room:
+        raise SqueezeError(f"a passkey document of {length} tokens is too short for the needle and question")
+    lo, hi = max(0, depth_range[0]), min(room, depth_range[1] - pin.numel())
+    depth = int(torch.randint(lo, max(lo + 1, hi), (1,), generator=gen))
+    start = int(torch.randint(0, filler.numel() - room, (1,), generator=gen))
+    body = filler[start:start + room]
+    ids = torch.cat([body[:depth], pin, body[depth:], tail])
+    weights = torch.zeros(length)
+    weights[-DIGITS:] = 1.0 / DIGITS
+    return ids, weights, key
+
+
+def copy_document(length: int, gen: torch.Generator) -> torch.Tensor:
+    """``length`` tokens: a random digit string repeated (induction-head training, Olsson et al. 2022).
+
+    Every token of the second copy onwards is predictable only by looking back one period, so a
+    small LM learns to copy far faster than from the 5 answer digits of a passkey document.
+    """
+    period = max(1, length // 2 - 1)
+    body = torch.randint(ord("0"), ord("9") + 1, (period,), generator=gen)
+    return body.repeat(length // period + 1)[:length]
+
+
+def answer_hits(logits: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: greedy, teacher-forced prediction of all 5 answer digits is right.
+
+    ``logits`` (B, T, V) are the model's outputs on ``docs[:, :-1]`` (B, T+1) -- or on any suffix of
+    it, as only the last 5 positions are read.
+    """
+    return (logits[:, -DIGITS:].argmax(-1) == docs[:, -DIGITS:]).all(dim=1)

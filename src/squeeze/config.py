@@ -15,6 +15,7 @@ from squeeze.errors import SqueezeError
 
 CONFIG_VERSION = 1
 C = TypeVar("C", bound="QuantConfig")
+T = TypeVar("T")
 
 
 @dataclass
@@ -124,12 +125,28 @@ def make_config(name: str, **fields: Any) -> QuantConfig:
     return get_method(name).config_cls.from_fields(fields)
 
 
-def config_from_dict(data: dict[str, Any]) -> QuantConfig:
-    """Inverse of :meth:`QuantConfig.to_dict`; refuses configs written by a newer format version."""
+def build_fields(cls: type[T], fields: dict[str, Any], what: str) -> T:
+    """``cls(**fields)`` for a config dataclass, refusing unknown keys in one line that names the valid ones."""
+    valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(fields) - valid)
+    if unknown:
+        raise SqueezeError(f"unknown {what} option(s) {unknown}; valid: {sorted(valid)}")
+    return cls(**fields)
+
+
+def read_document(data: dict[str, Any], what: str, newest: int) -> tuple[str, dict[str, Any]]:
+    """``(method, fields)`` of a saved config document ``{"method", "version", "config"}`` (the ``to_dict``
+    form of every method config); refuses malformed documents and versions newer than ``newest``."""
     try:
         version, name, fields = int(data["version"]), data["method"], dict(data["config"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise SqueezeError(f"malformed method config ({exc}); re-create the saved run") from exc
-    if version > CONFIG_VERSION:
-        raise SqueezeError(f"config version {version} is newer than this squeeze ({CONFIG_VERSION}); upgrade squeeze")
+        raise SqueezeError(f"not a {what} config document ({exc}); expected method, version and config") from exc
+    if version > newest:
+        raise SqueezeError(f"{what} config version {version} is newer than this squeeze ({newest}); upgrade squeeze")
+    return name, fields
+
+
+def config_from_dict(data: dict[str, Any]) -> QuantConfig:
+    """Inverse of :meth:`QuantConfig.to_dict`; refuses configs written by a newer format version."""
+    name, fields = read_document(data, "quantization", CONFIG_VERSION)
     return make_config(name, **fields)

@@ -125,7 +125,7 @@ def test_refusals_leave_the_model_untouched() -> None:
 
 @pytest.mark.parametrize("bad,match", [({"n": 4}, "0 < N < M"), ({"method": "srste"}, "unknown"),
                                        ({"model": "resnet"}, "not supported"), ({"lr": -1.0}, "lr"),
-                                       ({"typo": 1}, "unknown option"),
+                                       ({"typo": 1}, "unknown N:M method"),
                                        ({"transposable_solver": "exact", "m": 8}, "M <= 4")])
 def test_bad_configs(bad: dict, match: str) -> None:
     with pytest.raises(SqueezeError, match=match):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
 VERSION = 1
@@ -79,7 +80,4 @@ class UIOConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UIOConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise SqueezeError(f"unknown UIO option(s) {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return build_fields(cls, d, "UIO")

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from squeeze.config import build_fields, read_document
 from squeeze.errors import SqueezeError
 from squeeze.sparse.masks import check_nm_args
 
@@ -99,12 +100,7 @@ class NMConfig:
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> "NMConfig":
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - valid)
-        if unknown:
-            raise SqueezeError(f"unknown option(s) {unknown} for N:M method {fields.get('method', cls.method_name)!r}; "
-                               f"valid: {sorted(valid)}")
-        return cls(**fields)
+        return build_fields(cls, fields, f"N:M method {fields.get('method', cls.method_name)!r}")
 
 
 def make_nm_config(method: str, **fields: Any) -> NMConfig:
@@ -124,11 +120,6 @@ def make_nm_config(method: str, **fields: Any) -> NMConfig:
 
 def nm_config_from_dict(d: dict[str, Any]) -> NMConfig:
     """Inverse of :meth:`NMConfig.to_dict`; refuses newer versions."""
-    try:
-        version, method, fields = int(d["version"]), d["method"], dict(d["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SqueezeError(f"not an N:M config document ({exc}); expected method, version and config") from exc
-    if version > NM_CONFIG_VERSION:
-        raise SqueezeError(f"N:M config version {version} is newer than this squeeze ({NM_CONFIG_VERSION}); upgrade")
+    method, fields = read_document(d, "N:M", NM_CONFIG_VERSION)
     fields.pop("method", None)
     return make_nm_config(method, **fields)

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from squeeze.config import build_fields, read_document
 from squeeze.errors import SqueezeError
 
 VERSION = 1
@@ -135,11 +136,7 @@ class HQSSConfig:
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> "HQSSConfig":
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - valid)
-        if unknown:
-            raise SqueezeError(f"unknown HQSS option(s) {unknown}; valid: {sorted(valid)}")
-        return cls(**fields)
+        return build_fields(cls, fields, "HQSS")
 
 
 def make_shadow_config(variant: str, **fields: Any) -> HQSSConfig:
@@ -149,12 +146,7 @@ def make_shadow_config(variant: str, **fields: Any) -> HQSSConfig:
 
 def config_from_dict(d: dict[str, Any]) -> HQSSConfig:
     """Inverse of :meth:`HQSSConfig.to_dict`; refuses newer versions and foreign documents."""
-    try:
-        version, variant, fields = int(d["version"]), d["method"], dict(d["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SqueezeError(f"not an HQSS config document ({exc}); expected method, version and config") from exc
-    if version > VERSION:
-        raise SqueezeError(f"HQSS config version {version} is newer than this squeeze ({VERSION}); upgrade squeeze")
+    variant, fields = read_document(d, "HQSS", VERSION)
     fields.pop("variant", None)
     return make_shadow_config(variant, **fields)
 

@@ -4,9 +4,10 @@ Paper: Zhang et al., "Learning Image Demoireing from Unpaired Real Data", AAAI 2
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from squeeze.config import build_fields, read_document
 from squeeze.errors import SqueezeError
 from squeeze.restore.train import RestoreTrainConfig
 
@@ -132,17 +133,14 @@ class UnDeMConfig:
 
     @classmethod
     def from_fields(cls, d: dict[str, Any]) -> "UnDeMConfig":
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise SqueezeError(f"unknown UnDeM option(s) {unknown}; valid: {sorted(valid)}")
-        return cls(**d)
+        return build_fields(cls, d, "UnDeM")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UnDeMConfig":
-        if d.get("method") != "undem" or int(d.get("version", 0)) > UNDEM_VERSION:
-            raise SqueezeError("not an UnDeM config of a supported version; re-create it with `squeeze train undem`")
-        return cls.from_fields(dict(d["config"]))
+        method, config = read_document(d, "UnDeM", UNDEM_VERSION)
+        if method != "undem":
+            raise SqueezeError(f"a {method!r} config is not an UnDeM config; re-create it with `squeeze train undem`")
+        return cls.from_fields(config)
 
 
 def make_undem_config(variant: str, **overrides: Any) -> UnDeMConfig:

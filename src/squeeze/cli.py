@@ -142,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     only = [m for m in args.models.split(",") if m] if args.models else None
     run_bench(args.suite, Path(args.out), quick=args.quick, only=only, device=args.device,
               cache_dir=Path(args.cache_dir), cached_only=args.cached_only,
-              methods=[m for m in args.methods.split(",") if m] or None)
+              methods=[m for m in args.methods.split(",") if m] or None, workers=args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (recorded in every row)")
     bench.add_argument("--cache-dir", default="runs/bench", help="where finished cells are kept for resuming")
     bench.add_argument("--methods", default="", help="comma list: run only these methods' cells now (vit-ptq, dfq, sr-ptq)")
+    bench.add_argument("--workers", type=int, default=1, help="nm: train this many runs at once, each process "
+                       "with an equal share of the CPU threads (2 on a 2-core machine)")
     bench.add_argument("--cached-only", action="store_true",
                        help="write results from the cells/runs already finished, listing the missing ones")
     bench.set_defaults(fn=cmd_bench)

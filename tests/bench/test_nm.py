@@ -44,6 +44,15 @@ def test_cached_only_writes_the_finished_runs_and_names_the_rest(tmp_path: Path)
     assert "--cached-only" in page and "Not run yet** (6 planned runs)" in page and "spre 2:4" in page
 
 
+def test_workers_train_runs_in_parallel_processes(tmp_path: Path) -> None:
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    nm.run(out, quick=True, only=["dense", "magnitude"], cache_dir=cache, workers=2)
+    nm.run(out, quick=True, only=["dense", "magnitude"], cache_dir=cache, cached_only=True)
+    rows = json.loads((out / "nm-quick.json").read_text())
+    assert sorted(r["method"] for r in rows) == ["dense", "magnitude"] and all(0 <= r["quant"] <= 100 for r in rows)
+    assert "training: 2 runs" in (out / "nm-quick.md").read_text()
+
+
 def test_plan_puts_the_claims_first() -> None:
     cells = nm.plan(nm.RATIOS)
     assert len(cells) == 1 + (len(nm.METHODS) - 1) * len(nm.RATIOS) == len(set(cells))

@@ -223,9 +223,10 @@ def val_loss(model: nn.Module, n: int = 32, seed: int = 1234, context: int = 256
 
 
 def with_passkeys(ids: torch.Tensor, tokens: torch.Tensor, frac: float, seed: int) -> torch.Tensor:
-    """``ids`` (B, T+1) with each row replaced, with probability ``frac``, by a passkey document of the same
-    length over ``tokens`` (needle anywhere): the only digits-copying the base ever sees, which the UIO
-    memory model needs (it adapts the frozen base, it cannot teach it to copy)."""
+    """``ids`` (B, T+1) with each row replaced, with probability ``frac``, by a passkey document over
+    ``tokens`` (needle anywhere) or, half of those, a repeated digit string, of the same length: the only
+    digit copying the base ever sees, which the UIO memory model needs (it adapts the frozen base, it
+    cannot teach it to copy)."""
     if frac <= 0:
         return ids
     gen = torch.Generator().manual_seed(seed + 7919)  # independent of the window draw

@@ -95,17 +95,23 @@ def _check_lines(by: dict[str, dict[str, Any]]) -> list[str]:
     for abl in ("undem-no-group", "undem-no-filter"):
         if u is not None and psnr(abl) is not None:
             lines.append(f"- UnDeM vs {abl}: {u - psnr(abl):+.2f} dB")  # type: ignore[operator]
+    total = sum(r["seconds"] for r in by.values()) / 60
+    lines.append(f"- training of the {len(by)} variants: {total:.1f} min (target < 90 min on 2 CPU cores): "
+                 f"**{'met' if total < 90 else 'NOT met'}**")
     return lines
 
 
-def markdown(rows: list[dict[str, Any]], name: str, quick: bool, missing: list[str]) -> str:
+def markdown(rows: list[dict[str, Any]], name: str, quick: bool, missing: list[str],
+             sizes: dict[str, dict[str, int]]) -> str:
     """The results page: command, seed, table, checks, filter statistics."""
     by = {r["method"]: r for r in rows}
     table = [{"method": r["method"], "PSNR (dB)": r["quant"], "SSIM": f"{r['ssim']:.4f}",
               "train seconds": r["seconds"]} for r in rows]
     first = rows[0]
     lines = [f"# UnDeM: unpaired demoireing ({'quick smoke run' if quick else 'benchmark'})", "",
-             f"Command: `{COMMAND}{' --quick' if quick else ''}`; seed {SEED}; device {first['device']}.", "",
+             f"Command: `{COMMAND}{' --quick' if quick else ''}`; seed {SEED}; device {first['device']}. "
+             f"Data {sizes['data']}; schedule {sizes['config']} (`gen_steps` per group generator; a single "
+             "generator gets groups x gen_steps).", "",
              f"Held-out test: {first['test_pairs']} simulated screen captures of the test photos "
              f"(squeeze.synth.moire). Unrestored moire input: PSNR {first['fp']:.2f} dB, SSIM "
              f"{first['input_ssim']:.4f}. RGB PSNR/SSIM on 8-bit outputs (squeeze.restore.evaluate).", "",
@@ -165,6 +171,6 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench")) ->
     rows = run_cells(plan, Path(cache_dir) / f"{name}.cache.json", runner)
     done = [r["method"] for r in rows]
     out.mkdir(parents=True, exist_ok=True)
-    write_results(out, name, rows, markdown(rows, name, quick, [v for v in VARIANT_ORDER if v not in done]))
+    write_results(out, name, rows, markdown(rows, name, quick, [v for v in VARIANT_ORDER if v not in done], sizes))
     figure(runner, done, SEED, out / f"{name}.png")
     print((out / f"{name}.md").read_text())

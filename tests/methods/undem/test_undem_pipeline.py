@@ -106,7 +106,7 @@ def test_bench_writes_page(tmp_path, tiny_data, monkeypatch) -> None:
     assert [r["method"] for r in rows] == ["undem", "overlay", "paired"]
     assert all(r["metric"] == "psnr" and "ssim" in r and np.isfinite(r["quant"]) for r in rows)
     md = (tmp_path / "out" / "undem-quick.md").read_text()
-    assert "squeeze bench undem --quick" in md and "within 2 dB" in md
+    assert "squeeze bench undem --quick" in md and "within 2 dB" in md and "training of the 3 variants" in md
     assert (tmp_path / "out" / "undem-quick.png").stat().st_size > 1000
 
 

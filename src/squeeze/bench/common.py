@@ -116,8 +116,8 @@ def weights_line(tags: dict[str, str]) -> str:
     """'Model weight fingerprints: ...', naming a dinov2 backbone read from ``$SQUEEZE_DINOV2_BACKBONE``."""
     weights = ", ".join(f"{m} {t}" for m, t in sorted(tags.items()))
     backbone = os.environ.get("SQUEEZE_DINOV2_BACKBONE")
-    return (f"Model weight fingerprints: {weights}."
-            + (f" dinov2-s14 backbone read from `$SQUEEZE_DINOV2_BACKBONE` ({Path(backbone).name})." if backbone else ""))
+    source = f" dinov2-s14 backbone read from `$SQUEEZE_DINOV2_BACKBONE` ({Path(backbone).name})." if backbone else ""
+    return f"Model weight fingerprints: {weights}.{source}"
 
 
 def device_label(device: str) -> str:

@@ -105,8 +105,8 @@ def budget_line(rows: list[dict[str, Any]], missing: list[str] | None) -> str:
     total, bound = sum(seconds) / 60, (sum(seconds) + max(seconds)) / 2 / 60
     verdict = "incomplete (runs missing)" if missing else ("met" if bound < 90 else "NOT met")
     return (f"- training: {len(rows)} runs, {total:.0f} min summed; if each was timed at one thread with the "
-            f"other core busy (as `--workers 2` runs them), two at a time on 2 cores take at most {bound:.0f} min of wall time "
-            f"(target < 90): {verdict}")
+            "other core busy (as `--workers 2` runs them), two at a time on 2 cores take at most "
+            f"{bound:.0f} min of wall time (target < 90): {verdict}")
 
 
 def markdown(rows: list[dict[str, Any]], fields: dict[str, Any], name: str, command: str = COMMAND,

@@ -19,8 +19,8 @@ computes what the fake-quant model computed. Tensors the run does not quantize a
 mode only) are calibrated by ORT's MinMax on the zoo's calibration images.
 
 Shipped files get short internal names (:mod:`squeeze.deploy.names`); the float export keeps the scope
-names, which the quantizers need. Every writer goes through :func:`atomic_path`: a temporary file next to the target, renamed only
-when the export succeeded, so a failure leaves no file behind.
+names, which the quantizers need. Every writer goes through :func:`atomic_path`: a temporary file next to
+the target, renamed only when the export succeeded, so a failure leaves no file behind.
 """
 from __future__ import annotations
 

@@ -11,28 +11,52 @@ import math
 
 import torch
 
-from squeeze.quant.primitives import round_ste
-
 _EPS = 1e-6
 # E|x| of a standard normal is sqrt(2/pi); sqrt(1 - 2/pi) turns the std of a ReLU'd normal into sigma.
 _HALF_NORMAL = math.sqrt(1.0 - 2.0 / math.pi)
 
 
-def normalize(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """``clamp((x - lo) / (hi - lo), 0, 1)``; ``lo``/``hi`` broadcast against ``x``."""
-    return ((x - lo) / (hi - lo).clamp_min(_EPS)).clamp(0.0, 1.0)
+class _RangeQuant(torch.autograd.Function):
+    """``round(normalize(x, lo, hi) * levels) / levels`` with a straight-through round, in one node.
+
+    Same values and gradients as composing ``clamp((x - lo) / (hi - lo), 0, 1)`` and ``round_ste`` under autograd, but with
+    about a third of the elementwise passes: on CPU the composed form spent more time in fake-quant
+    arithmetic than in the convolutions. With ``u = (x - lo) / d``, ``d = hi - lo``, inside ``0 < u < 1``:
+    ``dq/dx = 1/d``, ``dq/dlo = (u - 1)/d``, ``dq/dhi = -u/d``; outside the range every gradient is 0.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, levels: int) -> torch.Tensor:
+        d = hi - lo
+        inv = 1.0 / d.clamp_min(_EPS)
+        u = (x - lo).mul_(inv)
+        ctx.save_for_backward(u, inv, d > _EPS)
+        ctx.shapes = (lo.shape, hi.shape)
+        return u.clamp(0.0, 1.0).mul_(levels).round_().div_(levels)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        u, inv, live = ctx.saved_tensors
+        g_in = grad * ((u > 0) & (u < 1))
+        grad_x = g_in * inv if ctx.needs_input_grad[0] else None
+        grad_lo = grad_hi = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            s_u = (g_in * u).sum_to_size(inv.shape)  # reduce over the broadcast dims of lo/hi
+            s_1 = g_in.sum_to_size(inv.shape)
+            scale = inv * live  # hi - lo clamped at _EPS: no range gradient there, as with clamp_min
+            grad_lo = ((s_u - s_1) * scale).sum_to_size(ctx.shapes[0])
+            grad_hi = (-s_u * scale).sum_to_size(ctx.shapes[1])
+        return grad_x, grad_lo, grad_hi, None
 
 
 def quantize_weight(w: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int) -> torch.Tensor:
     """Weights onto ``2**bits`` levels in [-1, 1] (2 bits: {-1, -1/3, 1/3, 1})."""
-    levels = 2 ** bits - 1
-    return 2.0 * round_ste(normalize(w, lo, hi) * levels) / levels - 1.0
+    return 2.0 * _RangeQuant.apply(w, lo, hi, 2 ** bits - 1) - 1.0
 
 
 def quantize_activation(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int) -> torch.Tensor:
     """Activations onto ``2**bits`` levels in [0, 1]."""
-    levels = 2 ** bits - 1
-    return round_ste(normalize(x, lo, hi) * levels) / levels
+    return _RangeQuant.apply(x, lo, hi, 2 ** bits - 1)
 
 
 def weight_range_init(w: torch.Tensor, k: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:

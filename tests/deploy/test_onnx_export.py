@@ -178,3 +178,26 @@ def test_sr_model_exports_with_dynamic_image_size(tmp_path) -> None:
     agree = agreement(batched(qmodel, big), batched(runtime, big))
     assert runtime(big).shape == (2, 3, 40, 32)
     assert agree["psnr_db"] > 30.0 and agree["cosine"] > 0.99
+
+
+def test_conv_outputs_take_the_next_layers_scale(tmp_path) -> None:
+    """Conv -> ReLU -> Conv and Conv -> PixelShuffle -> Conv round once (the run's scale): no DQ -> Q left."""
+    import onnxruntime as ort
+
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.PixelShuffle(2),
+                                torch.nn.Conv2d(2, 3, 3, padding=1)).eval()
+    data = torch.rand(40, 3, 12, 12)
+    qmodel = _quantize(model, data, 8, 8)
+    info = export_quantized(qmodel, data[:32], tmp_path / "m.onnx", plan_export(quantizer_table(qmodel)))
+    assert info["tied_outputs"] == 2
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(tmp_path / "m.onnx"), opts, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "opt.onnx")).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) == "DequantizeLinear"]
+    assert sum(n.op_type == "QLinearConv" for n in graph.node) == 3
+    x = data[32:]
+    assert agreement(batched(qmodel, x), batched(OrtModule(ort_session(tmp_path / "m.onnx")), x))["cosine"] > 0.9999

@@ -10,7 +10,7 @@ import torch
 from squeeze.errors import SqueezeError
 from squeeze.train.checkpoint import atomic_save_tensors
 from squeeze.train.engine import EngineConfig, fit
-from squeeze.zoo.edsr import CHECKPOINTS, EDSRArch, SRRecipe, SRTask, build_edsr, load_edsr_float
+from squeeze.zoo.edsr import CHECKPOINTS, BicubicUpscale, EDSRArch, SRRecipe, SRTask, build_edsr, load_edsr_float
 from squeeze.zoo.registry import load_model
 
 
@@ -22,6 +22,14 @@ def test_output_shape_and_untrained_forward(scale: int) -> None:
         out = model(torch.rand(2, 3, 10, 7))
     assert out.shape == (2, 3, 10 * scale, 7 * scale) and bool(torch.isfinite(out).all())
     assert [n for n, _ in model.body.named_children()] == ["0", "1"]
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_upscale_equals_interpolate(scale: int) -> None:
+    x = torch.rand(2, 3, 9, 6)  # 6 < 2 * 5-tap radius: the edge replication is exercised on both sides
+    ref = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    assert torch.allclose(BicubicUpscale(scale)(x), ref, atol=2e-6)
+    assert "weight" not in BicubicUpscale(scale).state_dict()  # a constant, not part of checkpoints
 
 
 def test_zoo_architecture_size() -> None:

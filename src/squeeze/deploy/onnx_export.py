@@ -176,6 +176,42 @@ def activation_overrides(modules: dict[str, nn.Module], nodes: dict[str, Any]) -
     return overrides, conflicts
 
 
+# Ops between a Conv and the next quantized layer that commute with quantizing their input instead of
+# their output: pure permutations (any scale) and Relu (when the target zero point is 0, the uint8 clamp
+# at code 0 *is* the Relu).
+PERMUTE_OPS = ("DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Flatten")
+
+
+def tied_output_overrides(graph: Any, nodes: dict[str, Any], overrides: dict[str, list]) -> dict[str, list]:
+    """Give a quantized Conv's output the scale of the quantized input it feeds through Relu/permutations.
+
+    Without this ORT calibrates the Conv output on its own (MinMax) and the artifact rounds twice --
+    Conv -> Q_ort -> DQ -> Relu -> Q_run -- where the fake-quant run rounds once; with the run's entry on
+    both tensors the artifact rounds exactly once, as the run does, and ORT fuses Relu away and drops the
+    now-identical DQ -> Q pair (Conv -> Conv stays in uint8). Returns overrides for the Conv outputs only.
+    """
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    tied: dict[str, list] = {}
+    for node in nodes.values():
+        if node.op_type != "Conv":
+            continue
+        tensor, relu = node.output[0], False
+        while len(consumers.get(tensor, [])) == 1 and tensor not in overrides:
+            nxt = consumers[tensor][0]
+            if nxt.op_type not in PERMUTE_OPS + ("Relu",):
+                break
+            relu |= nxt.op_type == "Relu"
+            tensor = nxt.output[0]
+        entry = overrides.get(tensor, [{}])[0]
+        if tensor != node.output[0] and "scale" in entry and "axis" not in entry and \
+                (not relu or int(entry["zero_point"]) == 0):
+            tied[node.output[0]] = [entry]
+    return tied
+
+
 def exact_int8_weight(mod: nn.Module, limit: int = 127) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-output-channel ``(scale, signed codes)`` that reproduce the fake-quant weight in int8, if any.
 
@@ -260,7 +296,7 @@ def quantize_int8_static(float_path: Path, out: Path, calib: torch.Tensor, qmode
 
         reduce_range = not has_vnni()
     graph = onnx.load(str(float_path)).graph
-    nodes_to_quantize, overrides, conflicts, missing = None, {}, 0, []
+    nodes_to_quantize, overrides, tied, conflicts, missing = None, {}, {}, 0, []
     if qmodel is not None:
         modules = quantized_modules(qmodel)
         nodes = map_nodes(graph, set(modules))
@@ -269,6 +305,8 @@ def quantize_int8_static(float_path: Path, out: Path, calib: torch.Tensor, qmode
             raise SqueezeError(f"no quantized layer of the run was found in the ONNX graph (e.g. {missing[0]})")
         nodes_to_quantize = [n.name for n in nodes.values()]
         overrides, conflicts = activation_overrides(modules, nodes)
+        tied = tied_output_overrides(graph, nodes, overrides)
+        overrides.update(tied)
         overrides.update(weight_overrides(modules, nodes, {i.name: i for i in graph.initializer},
                                           63 if reduce_range else 127))
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "QDQDisableWeightAdjustForInt32Bias": True,
@@ -283,7 +321,8 @@ def quantize_int8_static(float_path: Path, out: Path, calib: torch.Tensor, qmode
     n_weights = sum(1 for v in overrides.values() if "axis" in v[0])
     return {"nodes": len(nodes_to_quantize) if nodes_to_quantize is not None else "all",
             "weight_storage_bits": 7 if reduce_range else 8,
-            "act_overrides": len(overrides) - n_weights, "exact_weights": n_weights, "override_conflicts": conflicts,
+            "act_overrides": len(overrides) - n_weights - len(tied), "tied_outputs": len(tied),
+            "exact_weights": n_weights, "override_conflicts": conflicts,
             "unmapped_layers": missing[:20]}  # quantized in the run but not found in the graph: left float
 
 

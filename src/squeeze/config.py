@@ -73,11 +73,7 @@ class QuantConfig:
     @classmethod
     def from_fields(cls: type[C], fields: dict[str, Any]) -> C:
         """Build from a field dict, refusing unknown names with a hint of the valid ones."""
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - valid)
-        if unknown:
-            raise SqueezeError(f"unknown option(s) {unknown} for method {cls.method!r}; valid: {sorted(valid)}")
-        return cls(**fields)
+        return build_fields(cls, fields, f"method {cls.method!r}")
 
 
 @dataclass(frozen=True)

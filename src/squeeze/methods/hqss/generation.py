@@ -68,6 +68,14 @@ class _GenTaskBase:
             raise SqueezeError("the shadow generators train on one process; drop --devices/--nodes for this stage")
         return epoch_steps(self.cfg.gen_steps)
 
+    def batch_at(self, step: int) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        steps = self.steps_per_epoch(world)
+        for i in range(steps):
+            yield self.batch_at(epoch * steps + i)
+
     def _rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng(derived_seed(self.cfg.seed, step, 31))
 
@@ -108,11 +116,6 @@ class HQSSGenTask(_GenTaskBase):
         flips = torch.from_numpy(gen.integers(2, size=len(idx)).astype(bool))
         imgs, ms, ms_ns = (torch.where(flips.view(-1, 1, 1, 1), t.flip(-1), t) for t in (imgs, ms, ms_ns))
         return lab_norm(imgs * ms), lab_norm(imgs * ms_ns), ms, ms_ns
-
-    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        steps = self.steps_per_epoch(world)
-        for i in range(steps):
-            yield self.batch_at(epoch * steps + i)
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         self._set_lr(ctx)
@@ -164,11 +167,6 @@ class MaskShadowGANTask(_GenTaskBase):
         ia, ib, im = (gen.integers(n, size=b) for n in (len(self.images), len(self.clean), len(self.masks)))
         m_r = torch.stack([dihedral(self.masks[int(j)], int(gen.integers(8))) for j in im])
         return self.images[ia] * 2 - 1, self.masks[ia], self.clean[ib] * 2 - 1, m_r
-
-    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        steps = self.steps_per_epoch(world)
-        for i in range(steps):
-            yield self.batch_at(epoch * steps + i)
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         self._set_lr(ctx)

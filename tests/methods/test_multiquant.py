@@ -76,6 +76,14 @@ def test_fused_quantizer_gradients_match_autograd(shape: tuple[int, ...], range_
     assert grads[0][2].abs().sum() > 0 and grads[0][3].abs().sum() > 0  # the ranges do get gradient
 
 
+def test_fused_quantizer_collapsed_range_matches_autograd() -> None:
+    x = torch.linspace(-2e-6, 2e-6, 9, requires_grad=True)  # hi - lo = 0 is clamped to 1e-6: some x inside
+    lo, hi = torch.tensor(0.0, requires_grad=True), torch.tensor(0.0, requires_grad=True)
+    mine = torch.autograd.grad(quantize_activation(x, lo, hi, 2).sum(), (x, lo, hi))
+    ref = torch.autograd.grad(_composed_reference(x, lo, hi, 2).sum(), (x, lo, hi))
+    assert all(torch.allclose(m, r) for m, r in zip(mine, ref)) and mine[1].abs() > 0
+
+
 @pytest.mark.parametrize("variant", ["multiquant", "any-precision", "multiquant-no-amortization"])
 def test_forward_at_every_bit_width(variant: str) -> None:
     cfg = MultiQuantConfig(variant=variant)

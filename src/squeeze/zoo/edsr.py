@@ -126,10 +126,10 @@ class BicubicUpscale(nn.Module):
     def __init__(self, scale: int, channels: int = 3) -> None:
         super().__init__()
         self.scale, self.channels = scale, channels
-        self.register_buffer("weight", bicubic_phase_kernels(scale).repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("kernels", bicubic_phase_kernels(scale).repeat(channels, 1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        phases = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), self.weight, groups=self.channels)
+        phases = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), self.kernels, groups=self.channels)
         return F.pixel_shuffle(phases, self.scale)
 
 

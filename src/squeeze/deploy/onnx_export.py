@@ -205,9 +205,8 @@ def tied_output_overrides(graph: Any, nodes: dict[str, Any], overrides: dict[str
                 break
             relu |= nxt.op_type == "Relu"
             tensor = nxt.output[0]
-        entry = overrides.get(tensor, [{}])[0]
-        if tensor != node.output[0] and "scale" in entry and "axis" not in entry and \
-                (not relu or int(entry["zero_point"]) == 0):
+        entry = overrides.get(tensor, [{}])[0]  # a node output: an activation entry, never a weight's
+        if tensor != node.output[0] and "scale" in entry and (not relu or int(entry["zero_point"]) == 0):
             tied[node.output[0]] = [entry]
     return tied
 

@@ -7,7 +7,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from squeeze.bench.common import aggregate
-from squeeze.bench.dfq import QUICK_SOURCES, SOURCES, DfqRunner, cells, checks, run, table
+from squeeze.bench import dfq
+from squeeze.bench.dfq import (ALPHA_SOURCES, QUICK_SOURCES, SEEDS, SOURCES, DfqRunner, cells, checks, choose_alpha,
+                               run, table)
 from squeeze.zoo.registry import ZooModel
 
 
@@ -17,11 +19,25 @@ def _row(model: str, method: str, w: int, a: int, seed: int, quant: float, synth
 
 
 def test_cells_cover_sources_settings_and_put_w4a4_first() -> None:
-    plan = cells({"vit-fmnist": "t", "dinov2-s14": "u"}, [0, 1])
-    assert len(plan) == 2 * 2 * len(SOURCES) * 2 == len({c.key for c in plan})
-    first = [c for c in plan if (c.wbits, c.abits) == (4, 4) and c.label in QUICK_SOURCES]
+    plan = cells({"vit-fmnist": "t", "dinov2-s14": "u"}, alphas={"vit-fmnist": 0.3})
+    n_seeds = sum(len(s) for s in SEEDS.values())
+    assert len(plan) == 2 * len(SOURCES) * n_seeds == len({c.key for c in plan})
+    first = [c for c in plan if (c.wbits, c.abits) == (4, 4) and c.label in QUICK_SOURCES and c.seed < 2]
     assert plan[:len(first)] == first
     assert {c.method for c in plan} == {"isvit"}  # one backend for every source
+    # the chosen alpha1 goes to the APA sources of that model only
+    with_alpha = {(c.model, c.label) for c in plan if c.options == (("alpha_apa", 0.3),)}
+    assert with_alpha == {("vit-fmnist", src) for src in ALPHA_SOURCES}
+    assert not [c for c in plan if c.options and (c.model, c.label) not in with_alpha]
+
+
+def test_choose_alpha_uses_the_mean_held_out_score_and_prefers_the_smaller_on_ties() -> None:
+    rows = [{"alpha_apa": a, "holdout": h} for a, h in ((0.1, 90.0), (0.1, 91.0), (1.0, 90.5), (1.0, 90.5),
+                                                         (3.0, 89.0), (3.0, 95.0))]
+    assert choose_alpha(rows) == 3.0  # mean 92
+    rows[-1]["holdout"] = 92.0  # 3.0 now has mean 90.5: a three-way tie
+    assert choose_alpha(rows) == 0.1
+    assert choose_alpha([]) is None
 
 
 def test_checks_report_order_gap_and_synthesis_time() -> None:
@@ -38,7 +54,7 @@ def test_checks_report_order_gap_and_synthesis_time() -> None:
     assert md[2].startswith("| FP (float)") and md[3].startswith("| noise") and "W6A6" not in md[0]
 
 
-def test_quick_run_on_a_tiny_model(tmp_path) -> None:
+def test_quick_run_on_a_tiny_model(tmp_path, monkeypatch) -> None:
     torch.manual_seed(0)
     net = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=5, embed_dim=32, depth=2,
                             num_heads=2, mlp_ratio=2.0).eval()
@@ -48,13 +64,20 @@ def test_quick_run_on_a_tiny_model(tmp_path) -> None:
         with torch.no_grad():
             return 100.0 * (m(x).argmax(-1) == y).float().mean().item()
 
-    zm = ZooModel("tiny", net, "top1", lambda n, s: torch.randn(n, 1, 16, 16), top1, (1, 16, 16))
+    zm = ZooModel("tiny", net, "top1", lambda n, s: torch.randn(n, 1, 16, 16), top1, (1, 16, 16), holdout=top1)
+    monkeypatch.setattr(dfq, "ALPHA_GRID", (0.1, 1.0))
+    monkeypatch.setattr(dfq, "ALPHA_SEEDS", (0,))
     runner = DfqRunner(tmp_path / "cache", quick=True, load=lambda name: (zm, None), backend="repq-vit",
                        backend_options={})
     run(tmp_path / "out", quick=True, cache_dir=tmp_path / "cache", runner=runner, models=["tiny"])
     rows = json.loads((tmp_path / "out" / "dfq-quick.json").read_text())
-    assert sorted(r["method"] for r in rows) == sorted(QUICK_SOURCES)
+    assert sorted(r["method"] for r in rows) == sorted([*QUICK_SOURCES, "spdfq-alpha0.1", "spdfq-alpha1"])
+    sweep = {r["alpha_apa"]: r["holdout"] for r in rows if r["method"].startswith("spdfq-alpha")}
+    chosen = [r["alpha_apa"] for r in rows if r["method"] == "spdfq"]
+    assert chosen == [choose_alpha([{"alpha_apa": a, "holdout": h} for a, h in sweep.items()])]
     assert all(r["synthesis_seconds"] > 0 for r in rows if r["method"] in ("psaq-vit", "spdfq"))
     assert (tmp_path / "out" / "dfq-quick.png").is_file()
-    assert "## tiny" in (tmp_path / "out" / "dfq-quick.md").read_text()
-    assert len(list((tmp_path / "cache" / "dfq-synth").glob("*/synthetic.png"))) == 3
+    page = (tmp_path / "out" / "dfq-quick.md").read_text()
+    assert "## tiny" in page and f"use alpha1 = {chosen[0]:g}" in page and "chosen on held-out" in page
+    # noise, psaq-vit and one set per alpha1: the chosen spdfq cell reuses its sweep set
+    assert len(list((tmp_path / "cache" / "dfq-synth").glob("*/synthetic.png"))) == 4

@@ -3,12 +3,18 @@
 Calibration sources, all through the **same PTQ backend** (:data:`BACKEND`, I&S-ViT block
 reconstruction as in the SPDFQ paper): Gaussian ``noise``, ``psaq-vit`` (patch-similarity entropy),
 ``spdfq`` (APA + MSR + SL), the SPDFQ ablations ``spdfq-no-apa`` / ``spdfq-no-msr`` /
-``spdfq-no-soft``, and ``real`` training images (the upper bound). 32 images each, W4A4 and W6A6,
-on ``vit-fmnist`` and ``dinov2-s14``, two seeds (a seed fixes the synthetic images, their labels,
-priors and boxes, and the real images). Each synthetic set is made once per (model, source, seed),
-saved under the cache folder with its contact sheet, and reused for both bit widths. Writes
-``dfq.md``, ``dfq.json`` (rows name their source in ``method``; ``synthesis_seconds`` in each row)
-and ``dfq.png`` (the contact sheets side by side).
+``spdfq-no-soft``, and ``real`` training images (the upper bound). 32 images each, W4A4 (seeds
+0-3) and W6A6 (seeds 0-1), on ``vit-fmnist`` and ``dinov2-s14`` (a seed fixes the synthetic images,
+their labels, priors and boxes, and the real images). Each synthetic set is made once per (model,
+source, options, seed), saved under the cache folder with its contact sheet, and reused for both
+bit widths.
+
+The APA weight alpha1 is the one hyper-parameter the paper tunes per model. For a model whose zoo
+entry offers held-out *training* data (``ZooModel.holdout``), the suite first runs SPDFQ at W4A4
+for every alpha in :data:`ALPHA_GRID` (rows ``spdfq-alpha<value>``) and keeps the alpha with the
+best mean held-out top-1; the APA sources then use it. The test set never enters the choice.
+Writes ``dfq.md``, ``dfq.json`` (rows name their source in ``method``; ``synthesis_seconds`` in each
+row) and ``dfq.png`` (the contact sheets side by side).
 """
 from __future__ import annotations
 
@@ -38,6 +44,13 @@ SOURCES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "spdfq-no-soft": ("spdfq", {"soft_labels": False}),
     "real": (None, {}),
 }
+SEEDS = {(4, 4): [0, 1, 2, 3], (6, 6): [0, 1]}
+# alpha1 candidates, fixed before any run. Our APA loss is the paper's plain MSE times P^2 (P patches),
+# so the paper's range 1..1e5 is about 4e-4..40 here for vit-fmnist's 49 patches.
+ALPHA_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+ALPHA_SEEDS = (0, 1)
+ALPHA_SOURCES = ("spdfq", "spdfq-no-msr", "spdfq-no-soft")  # APA on: they take the chosen alpha1
+SWEEP = "spdfq-alpha"  # label prefix of the alpha1 selection rows
 SYNTH_ITERS = {"vit-fmnist": 300, "dinov2-s14": 200}
 QUICK_SOURCES = ("noise", "psaq-vit", "spdfq", "real")
 QUICK_ITERS = 50
@@ -70,7 +83,10 @@ class DfqRunner:
         return self.synth_folder(cell) / "synthetic.png"
 
     def synth_folder(self, cell: Cell) -> Path:
-        stem = f"{cell.model}-{cell.tag}-{cell.label}-s{cell.seed}-i{self.iters(cell.model)}"
+        """Cache folder of the cell's synthetic set; a sweep cell and the chosen ``spdfq`` cell share one."""
+        options = source_of(cell)[1]
+        alpha = f"-a{options['alpha_apa']:g}" if "alpha_apa" in options else ""
+        stem = f"{cell.model}-{cell.tag}-{source_label(cell)}{alpha}-s{cell.seed}-i{self.iters(cell.model)}"
         return self.cache_dir / "dfq-synth" / stem
 
     def calibration(self, zm: Any, cell: Cell) -> tuple[torch.Tensor, float]:
@@ -78,7 +94,7 @@ class DfqRunner:
         from squeeze.dfq import (SynthConfig, load_synthetic, normalization_for,  # noqa: PLC0415
                                  save_synthetic, synthesize)
 
-        generator, options = SOURCES[cell.label]
+        generator, options = source_of(cell)
         if generator is None:
             return zm.calib_inputs(N_IMAGES, cell.seed), 0.0
         folder = self.synth_folder(cell)
@@ -109,19 +125,56 @@ class DfqRunner:
                         self._fp[cell.model], zm.evaluate(qmodel), seconds, peak_rss_mb(), simulated=True,
                         extra={"backend": config.to_dict(), "synthesis_seconds": synth_s,
                                "synth_iters": 0 if cell.label == "real" else self.iters(cell.model),
-                               "threads": torch.get_num_threads(), "device": device_label(self.device)})
+                               "threads": torch.get_num_threads(), "device": device_label(self.device),
+                               **dict(cell.options)})
+        if cell.label.startswith(SWEEP):
+            report.extra["holdout"] = zm.holdout(qmodel)
         return report.to_dict()
 
 
-def cells(models: dict[str, str], seeds: list[int], quick: bool = False) -> list[Cell]:
-    """Every (model, setting, source, seed); W4A4 and the main sources first, so a cut run answers the issue."""
-    settings = ((4, 4),) if quick else SETTINGS
+def source_label(cell: Cell) -> str:
+    """The :data:`SOURCES` entry behind a cell (``spdfq`` for the alpha1 sweep's cells)."""
+    return "spdfq" if cell.label.startswith(SWEEP) else cell.label
+
+
+def source_of(cell: Cell) -> tuple[str | None, dict[str, Any]]:
+    """The cell's generator and synthesis options: its source's, plus the cell's own (alpha_apa)."""
+    generator, options = SOURCES[source_label(cell)]
+    return generator, {**options, **dict(cell.options)}
+
+
+def sweep_cells(model: str, tag: str) -> list[Cell]:
+    """SPDFQ at W4A4 for every alpha1 of :data:`ALPHA_GRID` and seed of :data:`ALPHA_SEEDS`."""
+    return [Cell(model, BACKEND, 4, 4, s, label=f"{SWEEP}{a:g}", options=(("alpha_apa", a),), tag=tag)
+            for a in ALPHA_GRID for s in ALPHA_SEEDS]
+
+
+def choose_alpha(rows: list[dict[str, Any]]) -> float | None:
+    """The alpha1 with the best mean held-out score over seeds (ties: the smaller); None without rows."""
+    scores: dict[float, list[float]] = {}
+    for r in rows:
+        scores.setdefault(float(r["alpha_apa"]), []).append(float(r["holdout"]))
+    if not scores:
+        return None
+    return max(sorted(scores), key=lambda a: sum(scores[a]) / len(scores[a]))
+
+
+def cells(models: dict[str, str], quick: bool = False, alphas: dict[str, float] | None = None) -> list[Cell]:
+    """Every (model, setting, source, seed); W4A4 and the main sources first, so a cut run answers the issue.
+
+    ``alphas``: the chosen alpha1 per model, given to the APA sources as an option (else their default).
+    """
+    seeds = {(4, 4): [0]} if quick else SEEDS
     sources = QUICK_SOURCES if quick else tuple(SOURCES)
-    plan = [Cell(m, BACKEND, w, a, s, label=src, tag=tag) for m, tag in models.items() for (w, a) in settings
-            for src in sources for s in seeds]
+    alphas = alphas or {}
+
+    def options(model: str, src: str) -> tuple[tuple[str, Any], ...]:
+        return (("alpha_apa", alphas[model]),) if model in alphas and src in ALPHA_SOURCES else ()
+    plan = [Cell(m, BACKEND, w, a, s, label=src, options=options(m, src), tag=tag) for m, tag in models.items()
+            for (w, a), setting_seeds in seeds.items() for src in sources for s in setting_seeds]
 
     def rank(c: Cell) -> tuple[int, int, int]:
-        return ((c.wbits, c.abits) != (4, 4), c.label not in QUICK_SOURCES, c.seed != seeds[0])
+        return ((c.wbits, c.abits) != (4, 4), c.label not in QUICK_SOURCES, c.seed > 1)
     return sorted(plan, key=rank)
 
 
@@ -210,11 +263,38 @@ def sheets_figure(runner: DfqRunner, plan: list[Cell], path: Path) -> None:
     save_figure(fig, path)
 
 
-def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[int], name: str,
-             runner: DfqRunner, missing: int = 0, command: str = COMMAND, left_out: list[str] | None = None,
-             tags: dict[str, str] | None = None) -> str:
+def alpha_section(sweep: list[dict[str, Any]], alphas: dict[str, float]) -> list[str]:
+    """The alpha1 selection: held-out and test top-1 per candidate (means over seeds), and the choice."""
+    if not sweep:
+        return []
+    parts = ["## alpha1 (APA weight): chosen on held-out training images", "",
+             f"SPDFQ at W4A4 for each alpha1 of {list(ALPHA_GRID)} (seeds {list(ALPHA_SEEDS)}), scored on 2,000 "
+             "held-out Fashion-MNIST *training* images (`ZooModel.holdout`). The alpha1 with the best mean held-out "
+             "top-1 (ties: the smaller) is used by every APA source above. The test column is shown only for "
+             "transparency; it played no part in the choice.", ""]
+    for model in sorted({r["model"] for r in sweep}):
+        table_rows = []
+        for a in ALPHA_GRID:
+            rs = [r for r in sweep if r["model"] == model and float(r["alpha_apa"]) == a]
+            if rs:
+                table_rows.append({"alpha1": f"{a:g}", "held-out top-1": f"{_mean(r['holdout'] for r in rs):.2f}",
+                                   "test top-1": f"{_mean(r['quant'] for r in rs):.2f}", "seeds": str(len(rs)),
+                                   "chosen": "yes" if alphas.get(model) == a else ""})
+        parts += [f"### {model}", "", format_table(table_rows, list(table_rows[0])), ""]
+    return parts
+
+
+def _mean(values: Any) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals)
+
+
+def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, runner: DfqRunner, missing: int = 0,
+             command: str = COMMAND, left_out: list[str] | None = None, tags: dict[str, str] | None = None,
+             sweep: list[dict[str, Any]] | None = None, alphas: dict[str, float] | None = None) -> str:
     devices = sorted({str(r.get("device", "cpu")) for r in rows})
     steps = {m: runner.iters(m) for m in sorted({r["model"] for r in rows})}
+    seeds = {f"W{w}A{a}": sorted({r["seed"] for r in rows if (r["wbits"], r["abits"]) == (w, a)}) for w, a in SETTINGS}
     parts = ["# Data-free quantization of ViTs: SPDFQ against PSAQ-ViT, noise and real data", "",
              f"Written by `{command}` (seeds {seeds}; {N_IMAGES} calibration images per source; backend "
              f"`{runner.backend}` with {runner.backend_options} for every source; synthesis steps {steps}; "
@@ -227,28 +307,49 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[
     if left_out:
         parts += [f"**Not in this page:** {', '.join(left_out)} (its cells were not run; see docs/methods/spdfq.md).", ""]
     for model in sorted({r["model"] for r in agg}):
-        parts += [f"## {model}", "", table(agg, rows, model), ""]
+        alpha = (alphas or {}).get(model)
+        note = (f"APA sources ({', '.join(ALPHA_SOURCES)}) use alpha1 = {alpha:g}, chosen on held-out data below."
+                if alpha is not None else "APA sources use the default alpha1 = 1 (no held-out data for this model).")
+        parts += [f"## {model}", "", table(agg, rows, model), "", note, ""]
+    parts += alpha_section(sweep or [], alphas or {})
     parts += ["## Checks against the issue", "", *checks(agg, rows), "",
               f"![contact sheets of each generator]({name}.png)", ""]
     return "\n".join(parts)
+
+
+def select_alphas(tags: dict[str, str], runner: DfqRunner, cache: Path,
+                  cached_only: bool) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Run (or read) the alpha1 sweep of every model with held-out data: ``({model: alpha1}, sweep rows)``."""
+    assert runner.load is not None
+    alphas, rows = {}, []
+    for model, tag in tags.items():
+        if runner.load(model)[0].holdout is None:
+            continue
+        got = run_cells(sweep_cells(model, tag), cache, runner, cached_only=cached_only)
+        alpha = choose_alpha(got)
+        if alpha is not None:
+            alphas[model] = alpha
+        rows += got
+    return alphas, rows
 
 
 def run(out: Path, quick: bool = False, only: list[str] | None = None, device: str = "cpu",
         cache_dir: Path = Path("runs/bench"), cached_only: bool = False, methods: list[str] | None = None,
         runner: DfqRunner | None = None, models: list[str] | None = None) -> None:
     """Run (or resume) the suite. ``only``: restrict the models and only fill the cache;
-    ``methods``: run only these sources now (staged runs); ``cached_only``: write from the cache.
-    ``runner`` / ``models`` let tests substitute tiny models.
+    ``methods``: run only these sources now (staged runs; the alpha1 sweep runs with an APA source);
+    ``cached_only``: write from the cache. ``runner`` / ``models`` let tests substitute tiny models.
     """
     names = models or (["vit-fmnist"] if quick else ["vit-fmnist", "dinov2-s14"])
-    seeds = [0] if quick else [0, 1]
     name = "dfq-quick" if quick else "dfq"
     runner = runner or DfqRunner(cache_dir, device, quick)
     assert runner.load is not None
     tags = {m: fingerprint(runner.load(m)[0].model) for m in (only or names)}
-    plan = cells(tags, seeds, quick)
-    todo = [c for c in plan if not methods or c.label in methods]
     cache = cache_dir / f"{name}.cache.json"
+    sweep_now = not methods or any(m in ALPHA_SOURCES for m in methods)
+    alphas, sweep = select_alphas(tags, runner, cache, cached_only or not sweep_now)
+    plan = cells(tags, quick, alphas)
+    todo = [c for c in plan if not methods or c.label in methods]
     rows = run_cells(todo, cache, runner, cached_only=cached_only)
     if methods:
         rows = run_cells(plan, cache, runner, cached_only=True)
@@ -258,7 +359,7 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
     out.mkdir(parents=True, exist_ok=True)
     command = page_command(COMMAND, out, only, device, cache_dir, cached_only)
     left_out = [m for m in names if only and m not in only]
-    write_results(out, name, rows, markdown(agg, rows, seeds, name, runner, len(plan) - len(rows), command, left_out,
-                                                       tags))
+    page = markdown(agg, rows, name, runner, len(plan) - len(rows), command, left_out, tags, sweep, alphas)
+    write_results(out, name, rows + sweep, page)
     sheets_figure(runner, plan, out / f"{name}.png")
     print((out / f"{name}.md").read_text())

@@ -29,6 +29,8 @@ class ZooModel:
         evaluate: ``model -> float`` metric on the fixed evaluation set (higher is better).
         input_shape: shape of one input without batch dim (for checks and tiny tests).
         info: free-form facts for reports (source package, licence, checkpoint recipe).
+        holdout: ``model -> float``, the same metric on held-out *training* data, for choosing a
+            method's hyper-parameters without touching the evaluation set (``None``: not offered).
     """
 
     name: str
@@ -38,6 +40,7 @@ class ZooModel:
     evaluate: Callable[[nn.Module], float]
     input_shape: tuple[int, ...]
     info: dict[str, str] = field(default_factory=dict)
+    holdout: Callable[[nn.Module], float] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ row) and ``dfq.png`` (the contact sheets side by side).
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,8 +269,9 @@ def alpha_section(sweep: list[dict[str, Any]], alphas: dict[str, float]) -> list
     if not sweep:
         return []
     parts = ["## alpha1 (APA weight): chosen on held-out training images", "",
-             f"SPDFQ at W4A4 for each alpha1 of {list(ALPHA_GRID)} (seeds {list(ALPHA_SEEDS)}), scored on 2,000 "
-             "held-out Fashion-MNIST *training* images (`ZooModel.holdout`). The alpha1 with the best mean held-out "
+             f"SPDFQ at W4A4 for each alpha1 of {list(ALPHA_GRID)} (seeds {list(ALPHA_SEEDS)}), scored on the zoo "
+             "entry's held-out *training* images (`ZooModel.holdout`; vit-fmnist: 2,000 fixed Fashion-MNIST training "
+             "images). The alpha1 with the best mean held-out "
              "top-1 (ties: the smaller) is used by every APA source above. The test column is shown only for "
              "transparency; it played no part in the choice.", ""]
     for model in sorted({r["model"] for r in sweep}):
@@ -277,16 +279,11 @@ def alpha_section(sweep: list[dict[str, Any]], alphas: dict[str, float]) -> list
         for a in ALPHA_GRID:
             rs = [r for r in sweep if r["model"] == model and float(r["alpha_apa"]) == a]
             if rs:
-                table_rows.append({"alpha1": f"{a:g}", "held-out top-1": f"{_mean(r['holdout'] for r in rs):.2f}",
-                                   "test top-1": f"{_mean(r['quant'] for r in rs):.2f}", "seeds": str(len(rs)),
-                                   "chosen": "yes" if alphas.get(model) == a else ""})
+                held, test = (statistics.mean(r[k] for r in rs) for k in ("holdout", "quant"))
+                table_rows.append({"alpha1": f"{a:g}", "held-out top-1": f"{held:.2f}", "test top-1": f"{test:.2f}",
+                                   "seeds": str(len(rs)), "chosen": "yes" if alphas.get(model) == a else ""})
         parts += [f"### {model}", "", format_table(table_rows, list(table_rows[0])), ""]
     return parts
-
-
-def _mean(values: Any) -> float:
-    vals = list(values)
-    return sum(vals) / len(vals)
 
 
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, runner: DfqRunner, missing: int = 0,

@@ -268,12 +268,14 @@ def alpha_section(sweep: list[dict[str, Any]], alphas: dict[str, float]) -> list
     """The alpha1 selection: held-out and test top-1 per candidate (means over seeds), and the choice."""
     if not sweep:
         return []
+    devices = ", ".join(sorted({str(r.get("device", "cpu")) for r in sweep}))
     parts = ["## alpha1 (APA weight): chosen on held-out training images", "",
-             f"SPDFQ at W4A4 for each alpha1 of {list(ALPHA_GRID)} (seeds {list(ALPHA_SEEDS)}), scored on the zoo "
-             "entry's held-out *training* images (`ZooModel.holdout`; vit-fmnist: 2,000 fixed Fashion-MNIST training "
-             "images). The alpha1 with the best mean held-out "
-             "top-1 (ties: the smaller) is used by every APA source above. The test column is shown only for "
-             "transparency; it played no part in the choice.", ""]
+             f"SPDFQ at W4A4 for each alpha1 of {list(ALPHA_GRID)} (seeds {list(ALPHA_SEEDS)}; rows ran on: {devices}), "
+             "scored on the zoo entry's held-out *training* images (`ZooModel.holdout`; vit-fmnist: 2,000 fixed "
+             "Fashion-MNIST training images). The alpha1 with the best mean held-out top-1 (ties: the smaller) is "
+             "used by every APA source above. The test column is shown only for transparency; it played no part in "
+             "the choice. The chosen cells above re-use these synthetic images, re-quantized on their own thread "
+             "count, which moves top-1 by a few tenths (rounding order).", ""]
     for model in sorted({r["model"] for r in sweep}):
         table_rows = []
         for a in ALPHA_GRID:

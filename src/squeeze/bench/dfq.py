@@ -31,7 +31,8 @@ from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, fing
 from squeeze.report import Report, format_table, peak_rss_mb
 
 COMMAND = "squeeze bench dfq"
-SETTINGS = ((4, 4), (6, 6))
+SEEDS = {(4, 4): [0, 1, 2, 3], (6, 6): [0, 1]}  # per (wbits, abits) setting
+SETTINGS = tuple(SEEDS)
 N_IMAGES = 32
 BACKEND = "isvit"
 BACKEND_OPTIONS: dict[str, Any] = {"iters": 25}
@@ -45,7 +46,6 @@ SOURCES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "spdfq-no-soft": ("spdfq", {"soft_labels": False}),
     "real": (None, {}),
 }
-SEEDS = {(4, 4): [0, 1, 2, 3], (6, 6): [0, 1]}
 # alpha1 candidates, fixed before any run. Our APA loss is the paper's plain MSE times P^2 (P patches),
 # so the paper's range 1..1e5 is about 4e-4..40 here for vit-fmnist's 49 patches.
 ALPHA_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -157,7 +157,7 @@ def choose_alpha(rows: list[dict[str, Any]]) -> float | None:
         scores.setdefault(float(r["alpha_apa"]), []).append(float(r["holdout"]))
     if not scores:
         return None
-    return max(sorted(scores), key=lambda a: sum(scores[a]) / len(scores[a]))
+    return max(sorted(scores), key=lambda a: statistics.mean(scores[a]))
 
 
 def cells(models: dict[str, str], quick: bool = False, alphas: dict[str, float] | None = None) -> list[Cell]:

@@ -31,4 +31,6 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "long-context.md").read_text()
     assert "Passkey" in md and "full-attention" in md
     assert (tmp_path / "out" / "long-context.png").stat().st_size > 1000
-    assert (tmp_path / "cache" / "long-context-quick" / "uio-uio" / "uio.safetensors").is_file()
+    runs = sorted(p.name for p in (tmp_path / "cache" / "long-context-quick").iterdir())
+    assert len(runs) == 4 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()
+                                  for r in runs) and runs[0].startswith("uio-detached-")

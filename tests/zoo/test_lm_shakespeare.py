@@ -64,26 +64,25 @@ def test_missing_checkpoint_says_how_to_train(tmp_path: Path) -> None:
 
 def test_passkey_windows_teach_copying() -> None:
     tokens = encode("To be, or not to be, that is the question. " * 40)
-    ids = windows(tokens, 6, 201, seed=3)
+    ids = windows(tokens, 12, 201, seed=3)
     assert torch.equal(with_passkeys(ids, tokens, 0.0, seed=3), ids)
     mixed = with_passkeys(ids, tokens, 1.0, seed=3)
     assert mixed.shape == ids.shape
     kinds = set()
     for row in mixed:
         text = decode(row)
-        if text.isdigit():  # a repeated digit string: one period later every byte repeats
-            period = len(text) // 2 - 1
-            assert text[period:] == text[:len(text) - period]
-            kinds.add("copy")
+        periods = [p for p in range(8, len(text) // 2 + 1) if text[p:] == text[:len(text) - p]]
+        if periods:  # a repeated span (digits or text): one period later every byte repeats
+            kinds.add("copy-digits" if text.isdigit() else "copy-text")
         else:
             key = text[-DIGITS:]
             assert key.isdigit() and text.endswith(QUESTION + key) and f"The pass key is {key}." in text
             kinds.add("passkey")
-    assert kinds == {"copy", "passkey"}
+    assert kinds == {"copy-digits", "copy-text", "passkey"}
     arch = replace(TINY, context=160)
     assert 0.0 <= in_context_passkey(TinyLlama(arch).eval(), n=4, context=arch.context) <= 1.0
     with pytest.raises(SqueezeError, match="passkey_frac"):
         LMTask(TINY, LMRecipe(passkey_frac=0.25), tokens)
-    LMTask(TINY, LMRecipe(), tokens)  # the default recipe has no passkey documents
+    LMTask(TINY, LMRecipe(passkey_frac=0), tokens)  # without passkey documents any context will do
     with pytest.raises(SqueezeError, match="passkey_frac"):
         LMRecipe(passkey_frac=1.5)

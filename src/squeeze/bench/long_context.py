@@ -22,6 +22,8 @@ and ~140 k passkey tokens per memory model at ~0.4-0.9 ms per token, baselines c
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +50,16 @@ def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: tor
               val_tokens: torch.Tensor) -> dict[str, nn.Module]:
     """One trained (or reused) memory model per gradient mode."""
     from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
+    from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415
     from squeeze.train.state import CHECKPOINT  # noqa: PLC0415
 
+    # the folder names the base's weights and the fields: a retrained base or a changed schedule never reuses
+    # memory models trained for the old one
+    tag = hashlib.sha1(f"{fingerprint(base)} {json.dumps(fields, sort_keys=True)}".encode()).hexdigest()[:10]
     models = {}
     for mode in GRAD_MODES:
-        run = folder / f"uio-{mode}"
+        run = folder / f"uio-{mode}-{tag}"
         if not (run / META).is_file():
             cfg = UIOConfig.from_dict({"base": MODEL, **fields, "grad_mode": mode})
             engine = EngineConfig(run, resume=(run / CHECKPOINT).is_file())

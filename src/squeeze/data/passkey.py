@@ -45,14 +45,22 @@ def passkey_document(filler: torch.Tensor, length: int, gen: torch.Generator,
     return ids, weights, key
 
 
-def copy_document(length: int, gen: torch.Generator) -> torch.Tensor:
-    """``length`` tokens: a random digit string repeated (induction-head training, Olsson et al. 2022).
+def copy_document(length: int, gen: torch.Generator, filler: torch.Tensor | None = None) -> torch.Tensor:
+    """``length`` tokens: one random span repeated (induction-head training, Olsson et al. 2022).
 
-    Every token of the second copy onwards is predictable only by looking back one period, so a
-    small LM learns to copy far faster than from the 5 answer digits of a passkey document.
+    The span is random digits, or a stretch of ``filler`` text when given (coin flip); its period is random
+    in ``[8, length // 2]``. Every token from the second copy on is predictable only by finding the same
+    context one period back, so a small LM learns content-based copying far faster than from the 5 answer
+    digits of a passkey document. The random period matters: with a fixed one a model learns to copy
+    from a fixed offset instead (seen in the sweep of docs/methods/uio.md: repeated strings were copied,
+    passkeys were not).
     """
-    period = max(1, length // 2 - 1)
-    body = torch.randint(ord("0"), ord("9") + 1, (period,), generator=gen)
+    period = int(torch.randint(min(8, length // 2), length // 2 + 1, (1,), generator=gen))
+    if filler is not None and filler.numel() > period and float(torch.rand((), generator=gen)) < 0.5:
+        start = int(torch.randint(0, filler.numel() - period, (1,), generator=gen))
+        body = filler[start:start + period]
+    else:
+        body = torch.randint(ord("0"), ord("9") + 1, (period,), generator=gen)
     return body.repeat(length // period + 1)[:length]
 
 

@@ -142,13 +142,15 @@ class MemoryLM(nn.Module):
         lay, r = self.lay, cfg.lora_rank
         self.scale = cfg.lora_alpha / r
         emb = lay.embed.weight.detach()
-        self.mem_token = nn.Parameter(emb.mean(0).clone() + 0.02 * torch.randn(lay.dim))
+        self.mem_token = nn.Parameter(emb.mean(0).clone() + 0.02 * torch.randn(lay.dim, device=emb.device))
         kv_out = lay.kv_heads * lay.head_dim
         outs = {"enc_q": lay.heads * lay.head_dim, "enc_v": kv_out, "dec_k": kv_out, "dec_v": kv_out}
         # LoRA: A (r, in) small random, B (out, r) zero, so training starts from the plain base model.
-        self.lora_a = nn.ParameterDict({n: nn.Parameter(torch.randn(len(lay.layers), r, lay.dim) / math.sqrt(lay.dim))
+        self.lora_a = nn.ParameterDict({n: nn.Parameter(torch.randn(len(lay.layers), r, lay.dim, device=emb.device)
+                                                     / math.sqrt(lay.dim))
                                         for n in outs})
-        self.lora_b = nn.ParameterDict({n: nn.Parameter(torch.zeros(len(lay.layers), o, r)) for n, o in outs.items()})
+        self.lora_b = nn.ParameterDict({n: nn.Parameter(torch.zeros(len(lay.layers), o, r, device=emb.device))
+                                        for n, o in outs.items()})
 
     def extra_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -29,7 +29,8 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert abs(ppl[("truncated", 1)] - ppl[("sliding-window", 1)]) < 1e-3 * ppl[("truncated", 1)]
     assert all(r["fp"] == r["quant"] for r in rows if r["method"] == "truncated")
     md = (tmp_path / "out" / "long-context.md").read_text()
-    assert "Passkey" in md and "full-attention" in md
+    assert "Passkey" in md and "Passkey digits" in md and "full-attention" in md
+    assert all(0.0 <= r["digit_acc"] <= 1.0 for r in rows if r["metric"] == "passkey_acc")
     assert (tmp_path / "out" / "long-context.png").stat().st_size > 1000
     runs = sorted(p.name for p in (tmp_path / "cache" / "long-context-quick").iterdir())
     assert len(runs) == 4 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()

@@ -81,9 +81,10 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
             out.append({"method": method, "metric": "ppl", "context_x": x,
                         "value": perplexity(method, net, val_tokens, x * ctx, ev["ppl_docs"], seed=11)})
         for x in ev["passkey_x"]:
-            out.append({"method": method, "metric": "passkey_acc", "context_x": x,
-                        "value": passkey_accuracy(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12,
-                                                  hide_beyond=ctx)})
+            exact, digits = passkey_accuracy(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12,
+                                             hide_beyond=ctx)
+            out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": exact,
+                        "digit_acc": digits})
     full = {x: cost_per_token("full-attention", base, x * ctx, repeats=2) for x in ev["cost_x"]}
     for method in ("uio", *BASELINES):
         for x in ev["cost_x"]:
@@ -114,14 +115,16 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
              "memory model: segment "
              f"{info['segment']}, {info['memory']} memory tokens, {info['extra_params']} trainable parameters "
              f"({100 * info['extra_ratio']:.2f} % of the base). See docs/methods/uio.md.\n"]
-    for metric, title in (("ppl", "Perplexity on held-out Shakespeare (lower is better)"),
-                          ("passkey_acc", "Passkey retrieval accuracy (5-digit exact match)"),
-                          ("sec_per_token", "Seconds per token"), ("peak_mb", "Peak extra resident memory (MiB)")):
+    for metric, field, title in (("ppl", "quant", "Perplexity on held-out Shakespeare (lower is better)"),
+                                 ("passkey_acc", "quant", "Passkey retrieval accuracy (5-digit exact match)"),
+                                 ("passkey_acc", "digit_acc", "Passkey digits right (per digit; chance 0.1)"),
+                                 ("sec_per_token", "quant", "Seconds per token"),
+                                 ("peak_mb", "quant", "Peak extra resident memory (MiB)")):
         sel = [r for r in rows if r["metric"] == metric]
         xs = sorted({r["context_x"] for r in sel})
         table = []
         for method in dict.fromkeys(r["method"] for r in sel):
-            cells = {f"{x}x": r["quant"] for r in sel if r["method"] == method for x in [r["context_x"]]}
+            cells = {f"{x}x": r[field] for r in sel if r["method"] == method for x in [r["context_x"]]}
             table.append({"method": method, **cells})
         if metric in ("sec_per_token", "peak_mb"):
             key = f"full_attention_{metric}"

@@ -64,10 +64,10 @@ def copy_document(length: int, gen: torch.Generator, filler: torch.Tensor | None
     return body.repeat(length // period + 1)[:length]
 
 
-def answer_hits(logits: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: greedy, teacher-forced prediction of all 5 answer digits is right.
+def answer_digits(logits: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    """(B, 5) bool: greedy, teacher-forced prediction of each answer digit is right (``.all(1)``: the whole key).
 
     ``logits`` (B, T, V) are the model's outputs on ``docs[:, :-1]`` (B, T+1) -- or on any suffix of
     it, as only the last 5 positions are read.
     """
-    return (logits[:, -DIGITS:].argmax(-1) == docs[:, -DIGITS:]).all(dim=1)
+    return logits[:, -DIGITS:].argmax(-1) == docs[:, -DIGITS:]

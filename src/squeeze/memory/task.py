@@ -97,9 +97,10 @@ class UIOTask:
         length = c.doc_segments * c.segment
         module.eval()
         ppl = perplexity("uio", module, self.val_tokens, length, self.eval_docs, seed=5)
-        acc = passkey_accuracy("uio", module, self.val_tokens, length, self.eval_docs, seed=6, hide_beyond=c.segment)
+        acc, digits = passkey_accuracy("uio", module, self.val_tokens, length, self.eval_docs, seed=6,
+                                       hide_beyond=c.segment)
         module.train()
-        return {"val_ppl": ppl, "val_passkey_acc": acc}
+        return {"val_ppl": ppl, "val_passkey_acc": acc, "val_passkey_digits": digits}
 
 
 def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens: torch.Tensor | None = None,

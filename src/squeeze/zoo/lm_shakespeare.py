@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeeze.data.passkey import answer_hits, copy_document, min_length, passkey_document
+from squeeze.data.passkey import answer_digits, copy_document, min_length, passkey_document
 from squeeze.data.text import encode_bytes
 from squeeze.errors import SqueezeError
 from squeeze.zoo.registry import ZooModel, register_model
@@ -249,7 +249,7 @@ def in_context_passkey(model: nn.Module, n: int = 64, seed: int = 4321, context:
     tokens = split_tokens("val")
     docs = torch.stack([passkey_document(tokens, context + 1, gen, (0, context + 1))[0] for _ in range(n)])
     dev = next(model.parameters()).device
-    hits = sum(int(answer_hits(model(d[:, :-1].to(dev)), d.to(dev)).sum()) for d in docs.split(16))
+    hits = sum(int(answer_digits(model(d[:, :-1].to(dev)), d.to(dev)).all(1).sum()) for d in docs.split(16))
     return hits / n
 
 

@@ -1,0 +1,46 @@
+"""Long-context evaluation: passkey exact and per-digit accuracy against a scripted oracle."""
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from squeeze.errors import SqueezeError
+from squeeze.memory.evaluate import passkey_accuracy
+from squeeze.zoo.lm_shakespeare import decode, encode
+
+TEXT = encode("Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him. " * 40)
+
+
+class KeyReader(nn.Module):
+    """Reads the key from the needle in its input and predicts the answer digits; ``wrong`` of them (the
+    last ones) are replaced by the next digit, so per-digit accuracy must be (5 - wrong) / 5."""
+
+    def __init__(self, wrong: int) -> None:
+        super().__init__()
+        self.arch, self.wrong, self.dummy = SimpleNamespace(context=64), wrong, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*x.shape, 256)
+        for row, ids in enumerate(x):
+            key = re.search(r"The pass key is (\d{5})\.", decode(ids)).group(1)
+            for i, digit in enumerate(key):
+                digit = str((int(digit) + 1) % 10) if i >= 5 - self.wrong else digit
+                logits[row, x.shape[1] - 5 + i, ord(digit)] = 1.0
+        return logits
+
+
+@pytest.mark.parametrize("wrong", [0, 1, 5])
+def test_passkey_exact_and_digit_accuracy(wrong: int) -> None:
+    exact, digits = passkey_accuracy("full-attention", KeyReader(wrong), TEXT, 300, 6, seed=1, hide_beyond=64,
+                                     batch=4)
+    assert exact == (1.0 if wrong == 0 else 0.0)
+    assert digits == pytest.approx((5 - wrong) / 5)
+
+
+def test_passkey_needs_a_hidden_needle() -> None:
+    with pytest.raises(SqueezeError, match="longer than hide_beyond"):
+        passkey_accuracy("full-attention", KeyReader(0), TEXT, 64, 2, hide_beyond=64)

@@ -8,8 +8,8 @@ from torch import nn
 from squeeze.errors import SqueezeError
 from squeeze.memory.config import UIOConfig
 from squeeze.memory.data import check_text, training_batch
-from squeeze.memory.model import MemoryLM, encoder_mask, encoder_positions
-from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, encode
+from squeeze.memory.model import MemoryLM, encoder_mask, encoder_positions, memory_attention, memory_positions
+from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, apply_rope, encode, rope_tables
 
 
 def _base() -> TinyLlama:
@@ -23,6 +23,27 @@ def test_encoder_mask_and_positions() -> None:
     assert mask[8, :4].all() and not mask[8, 4:8].any() and mask[8, 8] and not mask[8, 9]  # token 0: span 0..3
     assert mask[9, :8].all() and mask[9, 9] and not mask[9, 8]  # token 1: whole segment, not memory 0
     assert encoder_positions(8, 2).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 4, 8]
+
+
+def test_compact_memory_positions_equal_attention_over_a_longer_sequence() -> None:
+    assert memory_positions(3, 4, 16).tolist() == [-3, -2, -1]
+    assert memory_positions(20, 4, 16).tolist()[:9] == [-12] * 9 and memory_positions(20, 4, 16)[-1] == -1
+    torch.manual_seed(0)
+    b, h, t, m, hd = 2, 3, 5, 4, 8
+    q, k, v = torch.randn(b, h, t, hd), torch.randn(b, h, t, hd), torch.randn(b, h, t, hd)
+    mk, mv = torch.randn(b, h, m, hd), torch.randn(b, h, m, hd)
+    cos, sin = rope_tables(torch.arange(t), hd, 10000.0)
+    mem_rope = rope_tables(memory_positions(m, t, 64), hd, 10000.0)
+    got = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope)
+    # reference: one causal attention over m + t tokens at positions 0..m+t-1 (memories first, all visible)
+    acos, asin = rope_tables(torch.arange(m + t), hd, 10000.0)
+    keys = apply_rope(torch.cat([mk, k], 2), acos, asin)
+    mask = torch.ones(t, m + t, dtype=torch.bool).tril(diagonal=m)
+    want = torch.nn.functional.scaled_dot_product_attention(apply_rope(q, acos[m:], asin[m:]), keys,
+                                                            torch.cat([mv, v], 2), attn_mask=mask)
+    assert torch.allclose(got, want, atol=1e-5)
+    # without positions the memory scores differ (un-rotated)
+    assert not torch.allclose(memory_attention(q, k, v, cos, sin, mk, mv), want, atol=1e-3)
 
 
 def test_decoder_without_memory_is_the_base_and_memory_matters() -> None:
@@ -56,6 +77,10 @@ def test_bad_input() -> None:
         UIOConfig(segment=64, memory=7)
     with pytest.raises(SqueezeError, match="grad mode"):
         UIOConfig(grad_mode="bptt")
+    with pytest.raises(SqueezeError, match="memory_positions"):
+        UIOConfig(memory_positions="rotary")
+    with pytest.raises(SqueezeError, match="version 1 is not supported"):
+        UIOConfig.from_dict({"version": 1})
     with pytest.raises(SqueezeError, match="unknown UIO option"):
         UIOConfig.from_dict({"segmnet": 3})
     with pytest.raises(SqueezeError, match="empty"):

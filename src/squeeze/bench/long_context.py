@@ -37,12 +37,12 @@ from squeeze.report import Report, format_table, peak_rss_mb
 COMMAND = "squeeze bench long-context"
 MODEL = "lm-shakespeare"
 BASELINES = ("truncated", "sliding-window")
-BENCH_FIELDS = {"segment": 64, "memory": 8, "doc_segments": 8, "steps": 480, "steps_per_epoch": 80,
-                "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "seed": 0}
+BENCH_FIELDS = {"segment": 64, "memory": 8, "memory_positions": "compact", "doc_segments": 8, "steps": 480,
+                "steps_per_epoch": 80, "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "seed": 0}
 BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 20,
               "cost_x": (1, 2, 4, 8, 16, 32)}
-QUICK_FIELDS = {"segment": 32, "memory": 4, "doc_segments": 4, "steps": 2, "steps_per_epoch": 1,
-                "batch_size": 1, "keep": 2, "passkey_frac": 0.0, "seed": 0}
+QUICK_FIELDS = {"segment": 32, "memory": 4, "memory_positions": "compact", "doc_segments": 4, "steps": 2,
+                "steps_per_epoch": 1, "batch_size": 1, "keep": 2, "passkey_frac": 0.0, "seed": 0}
 QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs": 2, "cost_x": (1, 2)}
 
 
@@ -54,14 +54,14 @@ def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: tor
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415
     from squeeze.train.state import CHECKPOINT  # noqa: PLC0415
 
-    # the folder names the base's weights and the fields: a retrained base or a changed schedule never reuses
-    # memory models trained for the old one
-    tag = hashlib.sha1(f"{fingerprint(base)} {json.dumps(fields, sort_keys=True)}".encode()).hexdigest()[:10]
     models = {}
     for mode in GRAD_MODES:
-        run = folder / f"uio-{mode}-{tag}"
+        cfg = UIOConfig.from_dict({"base": MODEL, **fields, "grad_mode": mode})
+        # the folder names the base's weights and the whole config: a retrained base or a changed option never
+        # reuses a memory model trained for the old one
+        tag = hashlib.sha1(f"{fingerprint(base)} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()
+        run = folder / f"uio-{mode}-{tag[:10]}"
         if not (run / META).is_file():
-            cfg = UIOConfig.from_dict({"base": MODEL, **fields, "grad_mode": mode})
             engine = EngineConfig(run, resume=(run / CHECKPOINT).is_file())
             train_uio(cfg, engine, base=base, tokens=tokens, val_tokens=val_tokens)
         models[mode] = load_uio(run, base=base)
@@ -113,7 +113,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
              f"Produced by `{COMMAND}` (training seed {rows[0]['seed']}; evaluation documents drawn "
              f"with fixed seeds 11 (perplexity) and 12 (passkey)). Base context {info['base_context']} tokens; "
              "memory model: segment "
-             f"{info['segment']}, {info['memory']} memory tokens, {info['extra_params']} trainable parameters "
+             f"{info['segment']}, {info['memory']} memory tokens ({info['memory_positions']} memory positions), "
+             f"{info['extra_params']} trainable parameters "
              f"({100 * info['extra_ratio']:.2f} % of the base). See docs/methods/uio.md.\n"]
     for metric, field, title in (("ppl", "quant", "Perplexity on held-out Shakespeare (lower is better)"),
                                  ("passkey_acc", "quant", "Passkey retrieval accuracy (5-digit exact match)"),

@@ -7,8 +7,9 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 1
+VERSION = 2  # 2: memory_positions
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio")
+MEMORY_POSITIONS = ("compact", "none")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class UIOConfig:
         lora_rank / lora_alpha: LoRA shape (encoder: q, v; decoder: k, v on memory states only).
         grad_mode: ``full-bptt`` | ``detached`` | ``uio-biased`` (keep the K newest encoder graphs) |
             ``uio`` (reservoir of K graphs, gradients reweighted to be unbiased).
+        memory_positions: ``compact`` (as in the paper: the decoder sees memories at rotary positions just
+            before the segment, newest at -1; clamped to the base's trained context) or ``none`` (memory
+            scores without rotary positions).
         keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
         doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
@@ -36,6 +40,7 @@ class UIOConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     grad_mode: str = "uio"
+    memory_positions: str = "compact"
     keep: int = 2
     doc_segments: int = 8
     passkey_frac: float = 0.5
@@ -51,6 +56,9 @@ class UIOConfig:
     def __post_init__(self) -> None:
         if self.grad_mode not in GRAD_MODES:
             raise SqueezeError(f"grad mode {self.grad_mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
+        if self.memory_positions not in MEMORY_POSITIONS:
+            raise SqueezeError(f"memory_positions {self.memory_positions!r} is unknown; use one of "
+                               f"{', '.join(MEMORY_POSITIONS)}")
         if self.segment < 2 or self.memory < 1:
             raise SqueezeError(f"--segment {self.segment} / --memory {self.memory} must be >= 2 / >= 1")
         if self.segment % self.memory:

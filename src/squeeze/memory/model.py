@@ -45,6 +45,7 @@ class Layout:
     head_dim: int
     rope_theta: float
     dim: int
+    context: int  # positions the base was trained on (caps the compact memory positions)
 
 
 _ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -65,15 +66,16 @@ def base_layout(base: nn.Module) -> Layout:
                                " / mlp (the expected Llama attention layout)")
     arch = getattr(base, "arch", None)
     if arch is not None:  # our TinyLlama
-        heads, kv, theta = arch.heads, arch.kv_heads, arch.rope_theta
+        heads, kv, theta, context = arch.heads, arch.kv_heads, arch.rope_theta, arch.context
     else:  # HF config
         c = base.config
         heads, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         rope = getattr(c, "rope_parameters", None) or {}
         theta = float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0)))
+        context = int(getattr(c, "max_position_embeddings", 2048))
     dim = parts[0].weight.shape[1]
     head_dim = parts[1][0].self_attn.q_proj.weight.shape[0] // heads
-    return Layout(parts[0], parts[1], parts[2], parts[3], heads, kv, head_dim, theta, dim)
+    return Layout(parts[0], parts[1], parts[2], parts[3], heads, kv, head_dim, theta, dim, context)
 
 
 # ----------------------------------------------------------------------------- math (pure functions)
@@ -101,10 +103,21 @@ def encoder_positions(segment: int, memory: int) -> torch.Tensor:
     return torch.cat([torch.arange(segment), (torch.arange(memory) + 1) * span])
 
 
+def memory_positions(n_memories: int, segment: int, context: int) -> torch.Tensor:
+    """Compact rotary positions of ``n_memories`` memories (oldest first) in front of a segment at ``0..L-1``:
+    the newest at -1, the one before at -2, ...; clamped at ``-(context - segment)`` so no query-key offset
+    exceeds the ``context`` positions the base was trained on (older memories then share that position)."""
+    return (torch.arange(n_memories) - n_memories).clamp(min=-(context - segment))
+
+
 def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     mem_k: torch.Tensor | None, mem_v: torch.Tensor | None) -> torch.Tensor:
-    """Decoder attention over [memory prefix, causal segment] (all (B, H, *, hd)); memory scores use
-    un-rotated queries and keys (no position), segment scores use rotary ones. Returns (B, H, T, hd)."""
+                     mem_k: torch.Tensor | None, mem_v: torch.Tensor | None,
+                     mem_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Decoder attention over [memory prefix, causal segment] (all (B, H, *, hd)), one softmax over both.
+
+    Segment scores use rotary queries and keys. Memory keys are rotated by ``mem_rope`` = (cos, sin) tables
+    of their positions (:func:`memory_positions`); without it memory scores use the un-rotated query and key
+    (no position). Returns (B, H, T, hd)."""
     qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if mem_k is None:
         return F.scaled_dot_product_attention(qr, kr, v, is_causal=True)
@@ -112,7 +125,10 @@ def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     scale = 1.0 / math.sqrt(q.shape[-1])
     raw = (qr @ kr.transpose(-1, -2)) * scale
     raw = raw.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
-    mem = (q @ mem_k.transpose(-1, -2)) * scale
+    if mem_rope is None:
+        mem = (q @ mem_k.transpose(-1, -2)) * scale
+    else:
+        mem = (qr @ apply_rope(mem_k, *mem_rope).transpose(-1, -2)) * scale
     probs = torch.cat([mem, raw], dim=-1).softmax(dim=-1)
     return probs @ torch.cat([mem_v, v], dim=-2)
 
@@ -212,6 +228,10 @@ class MemoryLM(nn.Module):
         if kv is None and len(memories):
             kv = self.memory_kv(torch.cat(list(memories), dim=2))
         cos, sin = rope_tables(torch.arange(t, device=ids.device), lay.head_dim, lay.rope_theta)
+        mem_rope = None
+        if kv is not None and self.cfg.memory_positions == "compact":
+            pos = memory_positions(kv[0][0].shape[-2], self.segment, lay.context).to(ids.device)
+            mem_rope = rope_tables(pos, lay.head_dim, lay.rope_theta)
         rep = lay.heads // lay.kv_heads
         h = lay.embed(ids)
         for i, layer in enumerate(lay.layers):
@@ -221,7 +241,7 @@ class MemoryLM(nn.Module):
             k = self._heads(attn.k_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
             v = self._heads(attn.v_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
             mk, mv = kv[i] if kv is not None else (None, None)
-            a = memory_attention(q, k, v, cos, sin, mk, mv)
+            a = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope)
             h = h + attn.o_proj(a.transpose(1, 2).reshape(b, t, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return lay.lm_head(lay.norm(h))

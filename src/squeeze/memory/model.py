@@ -8,10 +8,11 @@ One frozen base network plays two roles (weights shared; only small LoRA adapter
   *normalised attention input* at the m memory positions is kept: memory = (layers, B, m, D).
 * **decoder** (base weights for ordinary tokens, LoRA on k, v applied only to memory states -- the
   "transfer head" into key/value space): every layer attends over ``[memories of all earlier
-  segments, current segment causally]``. Memories enter as **prefix key/values** per layer. Unlike
-  the paper (contiguous compact positions for memories), memory keys carry **no rotary position**
-  (their scores use the un-rotated query): positions then never exceed one segment, so any number of
-  memories stays within what the base model saw in training (our base only saw 256 positions).
+  segments, current segment causally]``. Memories enter as **prefix key/values** per layer, at compact
+  rotary positions just before the segment (newest memory at -1), as in the paper; positions are clamped
+  at the base's trained context, so the oldest memories share one position instead of being dropped
+  (the paper stops at its rotary table's length). ``memory_positions="none"`` scores memories without
+  positions instead.
 
 On short inputs (one segment, no memories) the decoder equals the base model exactly. Inference is
 streaming: each token is decoded once and encoded once; the decoder's attention grows only by m

@@ -54,12 +54,13 @@ def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: tor
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415
     from squeeze.train.state import CHECKPOINT  # noqa: PLC0415
 
+    base_print = fingerprint(base)  # hashes every base weight: once, not per mode
     models = {}
     for mode in GRAD_MODES:
         cfg = UIOConfig.from_dict({"base": MODEL, **fields, "grad_mode": mode})
         # the folder names the base's weights and the whole config: a retrained base or a changed option never
         # reuses a memory model trained for the old one
-        tag = hashlib.sha1(f"{fingerprint(base)} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()
+        tag = hashlib.sha1(f"{base_print} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()
         run = folder / f"uio-{mode}-{tag[:10]}"
         if not (run / META).is_file():
             engine = EngineConfig(run, resume=(run / CHECKPOINT).is_file())

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from squeeze.errors import SqueezeError
-from squeeze.memory.evaluate import passkey_accuracy
+from squeeze.memory.evaluate import passkey_accuracy, passkey_digits, span_end
 from squeeze.zoo.lm_shakespeare import decode, encode
 
 TEXT = encode("Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him. " * 40)
@@ -44,3 +44,15 @@ def test_passkey_exact_and_digit_accuracy(wrong: int) -> None:
 def test_passkey_needs_a_hidden_needle() -> None:
     with pytest.raises(SqueezeError, match="longer than hide_beyond"):
         passkey_accuracy("full-attention", KeyReader(0), TEXT, 64, 2, hide_beyond=64)
+
+
+def test_span_end_marks_the_last_token_of_each_memory_span() -> None:
+    # key digits at 5..9 with spans of 4: offsets 3, 7, 11 end spans -> digit 2 (position 7) only
+    assert span_end(torch.tensor([5, 0]), 4).tolist() == [[False, False, True, False, False],
+                                                           [False, False, False, True, False]]
+
+
+def test_passkey_digits_reports_where_each_key_starts() -> None:
+    right, starts = passkey_digits("full-attention", KeyReader(1), TEXT, 300, 4, seed=2, hide_beyond=64)
+    assert right.shape == (4, 5) and right[:, :4].all() and not right[:, 4].any()
+    assert all(0 <= s < 300 - 64 for s in starts.tolist())

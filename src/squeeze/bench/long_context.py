@@ -39,7 +39,7 @@ MODEL = "lm-shakespeare"
 BASELINES = ("truncated", "sliding-window")
 BENCH_FIELDS = {"segment": 64, "memory": 8, "memory_positions": "compact", "doc_segments": 8, "steps": 480,
                 "steps_per_epoch": 80, "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "seed": 0}
-BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 20,
+BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 40,
               "cost_x": (1, 2, 4, 8, 16, 32)}
 QUICK_FIELDS = {"segment": 32, "memory": 4, "memory_positions": "compact", "doc_segments": 4, "steps": 2,
                 "steps_per_epoch": 1, "batch_size": 1, "keep": 2, "passkey_frac": 0.0, "seed": 0}
@@ -72,7 +72,8 @@ def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: tor
 def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
             val_tokens: torch.Tensor) -> list[dict[str, Any]]:
     """Raw measurements: dicts with method, metric, context_x, value (and full-attention timings)."""
-    from squeeze.memory.evaluate import base_context, cost_per_token, passkey_accuracy, perplexity  # noqa: PLC0415
+    from squeeze.memory.evaluate import (  # noqa: PLC0415
+        base_context, cost_per_token, passkey_digits, perplexity, span_end)
 
     ctx = base_context(base)
     every: dict[str, nn.Module] = {**models, **{b: base for b in BASELINES}}
@@ -82,10 +83,15 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
             out.append({"method": method, "metric": "ppl", "context_x": x,
                         "value": perplexity(method, net, val_tokens, x * ctx, ev["ppl_docs"], seed=11)})
         for x in ev["passkey_x"]:
-            exact, digits = passkey_accuracy(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12,
-                                             hide_beyond=ctx)
-            out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": exact,
-                        "digit_acc": digits})
+            right, starts = passkey_digits(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12,
+                                           hide_beyond=ctx)
+            row = {"method": method, "metric": "passkey_acc", "context_x": x, "value": float(right.all(1).float().mean()),
+                   "digit_acc": float(right.float().mean())}
+            if method in models:  # where in its memory span each key digit fell (see docs/methods/uio.md)
+                end = span_end(starts, net.segment // net.memory)
+                row |= {"digit_acc_span_end": float(right[end].float().mean()),
+                        "digit_acc_inside_span": float(right[~end].float().mean())}
+            out.append(row)
     full = {x: cost_per_token("full-attention", base, x * ctx, repeats=2) for x in ev["cost_x"]}
     for method in ("uio", *BASELINES):
         for x in ev["cost_x"]:
@@ -120,9 +126,13 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     for metric, field, title in (("ppl", "quant", "Perplexity on held-out Shakespeare (lower is better)"),
                                  ("passkey_acc", "quant", "Passkey retrieval accuracy (5-digit exact match)"),
                                  ("passkey_acc", "digit_acc", "Passkey digits right (per digit; chance 0.1)"),
+                                 ("passkey_acc", "digit_acc_span_end",
+                                  "Passkey digits right when the digit is the last token of a memory span"),
+                                 ("passkey_acc", "digit_acc_inside_span",
+                                  "Passkey digits right when the digit lies inside a memory span"),
                                  ("sec_per_token", "quant", "Seconds per token"),
                                  ("peak_mb", "quant", "Peak extra resident memory (MiB)")):
-        sel = [r for r in rows if r["metric"] == metric]
+        sel = [r for r in rows if r["metric"] == metric and field in r]
         xs = sorted({r["context_x"] for r in sel})
         table = []
         for method in dict.fromkeys(r["method"] for r in sel):

@@ -14,10 +14,24 @@ from squeeze.errors import SqueezeError
 
 DIGITS = 5
 QUESTION = " What is the pass key? The pass key is "
+LEAD = " The pass key is "  # the needle's text before the first copy of the key
 
 
 def needle(key: str) -> torch.Tensor:
-    return encode_bytes(f" The pass key is {key}. Remember it. {key} is the pass key. ")
+    return encode_bytes(f"{LEAD}{key}. Remember it. {key} is the pass key. ")
+
+
+def key_starts(docs: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the first key digit inside the needle of each passkey document ``docs`` (B, N);
+    the key is read from the answer (the last 5 tokens)."""
+    starts = []
+    for doc in docs:
+        pin = needle(bytes(doc[-DIGITS:].tolist()).decode("ascii", "replace")).to(doc.device)
+        hits = (doc.unfold(0, pin.numel(), 1) == pin).all(1).nonzero()
+        if not len(hits):
+            raise SqueezeError("not a passkey document: its needle is missing")
+        starts.append(int(hits[0]) + len(LEAD))
+    return torch.tensor(starts)
 
 
 def min_length() -> int:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from squeeze.errors import SqueezeError
-from squeeze.data.passkey import answer_digits, passkey_document
+from squeeze.data.passkey import DIGITS, answer_digits, key_starts, passkey_document
 from squeeze.memory.data import check_text
 from squeeze.memory.model import MemoryLM
 
@@ -76,20 +76,35 @@ def perplexity(method: str, model: nn.Module, tokens: torch.Tensor, length: int,
 
 
 @torch.no_grad()
-def passkey_accuracy(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int = 0,
-                     hide_beyond: int = 256, batch: int = 4) -> tuple[float, float]:
-    """(exact, digit) accuracy on ``n_docs`` passkey documents of ``length`` tokens: the fraction whose 5
-    digits are all predicted (greedy, teacher-forced), and the fraction of single digits predicted (chance
-    0.1; it shows partial retrieval that exact match hides). The needle lies at a random depth in the first
-    ``length - hide_beyond`` tokens, out of reach of a model seeing only the last ``hide_beyond`` tokens."""
+def passkey_digits(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int = 0,
+                   hide_beyond: int = 256, batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Passkey retrieval on ``n_docs`` documents of ``length`` tokens: ``right`` (n_docs, 5) bool, each answer
+    digit predicted (greedy, teacher-forced), and ``starts`` (n_docs,), where the key's first copy begins.
+    The needle lies at a random depth in the first ``length - hide_beyond`` tokens, out of reach of a model
+    seeing only the last ``hide_beyond`` tokens."""
     if length <= hide_beyond:
         raise SqueezeError(f"passkey documents of {length} tokens must be longer than hide_beyond={hide_beyond}")
     gen = torch.Generator().manual_seed(seed)
     docs = torch.stack([passkey_document(tokens, length, gen, (0, length - hide_beyond))[0] for _ in range(n_docs)])
     dev = next(model.parameters()).device
     right = torch.cat([answer_digits(logits_of(method, model, d[:, :-1]), d).cpu()
-                       for d in docs.to(dev).split(batch)])  # (n_docs, 5)
+                       for d in docs.to(dev).split(batch)])
+    return right, key_starts(docs)
+
+
+def passkey_accuracy(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int = 0,
+                     hide_beyond: int = 256, batch: int = 4) -> tuple[float, float]:
+    """(exact, digit) accuracy of :func:`passkey_digits`: the fraction of documents whose 5 digits are all
+    right, and the fraction of single digits right (chance 0.1; it shows partial retrieval)."""
+    right, _ = passkey_digits(method, model, tokens, length, n_docs, seed, hide_beyond, batch)
     return float(right.all(1).float().mean()), float(right.float().mean())
+
+
+def span_end(starts: torch.Tensor, span: int) -> torch.Tensor:
+    """(B, 5) bool: key digit j (first copy at ``starts + j``) is the last token of a memory token's span of
+    ``span`` tokens (segment offsets ``span-1, 2*span-1, ...``), the token the memory naturally keeps."""
+    pos = starts[:, None] + torch.arange(DIGITS)
+    return pos % span == span - 1
 
 
 def _trim() -> None:

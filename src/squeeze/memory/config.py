@@ -7,7 +7,7 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 2  # 2: memory_positions
+VERSION = 3  # 2: memory_positions; 3: recall_frac
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio")
 MEMORY_POSITIONS = ("compact", "none")
 
@@ -30,6 +30,8 @@ class UIOConfig:
         keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
         doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
+        recall_frac: fraction of recall documents (earlier segments repeated; the paper code's segment
+            copy task); the rest is plain text.
         steps / batch_size / lr / warmup / weight_decay / seed: the optimiser schedule (AdamW,
             linear warm-up then cosine; one engine epoch = ``steps_per_epoch`` steps).
     """
@@ -44,6 +46,7 @@ class UIOConfig:
     keep: int = 2
     doc_segments: int = 8
     passkey_frac: float = 0.5
+    recall_frac: float = 0.0
     steps: int = 240
     steps_per_epoch: int = 40
     batch_size: int = 4
@@ -70,8 +73,9 @@ class UIOConfig:
             raise SqueezeError(f"--keep {self.keep} must be >= 1 (encoder graphs kept alive)")
         if self.doc_segments < 2:
             raise SqueezeError(f"doc_segments {self.doc_segments} must be >= 2 (memories need a later segment)")
-        if not 0.0 <= self.passkey_frac <= 1.0:
-            raise SqueezeError(f"passkey_frac {self.passkey_frac} must be in [0, 1]")
+        if min(self.passkey_frac, self.recall_frac) < 0.0 or self.passkey_frac + self.recall_frac > 1.0:
+            raise SqueezeError(f"passkey_frac {self.passkey_frac} and recall_frac {self.recall_frac} must be >= 0 "
+                               "with a sum <= 1")
         if min(self.steps, self.steps_per_epoch, self.batch_size) < 1 or self.lr <= 0:
             raise SqueezeError("steps, steps_per_epoch, batch_size and lr must be positive")
         if self.steps % self.steps_per_epoch:
@@ -88,4 +92,6 @@ class UIOConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UIOConfig":
+        if d.get("version") == 2 and "recall_frac" not in d:  # version 2 trained without recall documents
+            d = {**d, "version": VERSION}
         return build_fields(cls, d, "UIO")

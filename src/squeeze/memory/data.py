@@ -1,5 +1,5 @@
-"""Documents for training the memory model: Shakespeare text and passkey retrieval
-(:mod:`squeeze.data.passkey`).
+"""Documents for training the memory model: Shakespeare text, passkey retrieval
+(:mod:`squeeze.data.passkey`) and recall documents (earlier segments repeated, UIO-LLMs' segment copy task).
 
 Tokens are bytes (the ``lm-shakespeare`` tokenizer). In a training passkey document the needle always
 lies before the final segment, so reading it needs the memory (or an attention span reaching that far).
@@ -31,21 +31,46 @@ def lm_document(tokens: torch.Tensor, length: int, gen: torch.Generator, skip: i
     return tokens[start:start + length], weights
 
 
+def recall_document(tokens: torch.Tensor, segments: int, segment: int,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``segments`` text segments (plus one target token) where segment 1 and, with probability 1/2, each
+    later one repeat a random earlier segment: predicting a repeat needs the memory of the original (the
+    segment copy / auto-encoding task of the UIO-LLMs code, generalised to any earlier segment). Weights:
+    1/n on the targets inside repeated segments (the first token of each is predicted before the decoder
+    reaches it, so only tokens 1..L-1 are scored), 0 elsewhere."""
+    length = segments * segment + 1
+    doc, _ = lm_document(tokens, length, gen, 0)
+    doc, weights = doc.clone(), torch.zeros(length)
+    for t in range(1, segments):
+        if t > 1 and float(torch.rand((), generator=gen)) < 0.5:
+            continue
+        s = int(torch.randint(0, t, (1,), generator=gen))
+        doc[t * segment:(t + 1) * segment] = doc[s * segment:(s + 1) * segment].clone()
+        weights[t * segment + 1:(t + 1) * segment] = 1.0
+    return doc, weights / weights.sum()
+
+
 def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int, passkey_frac: float,
-                   seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   seed: int, recall_frac: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, weights) of ``batch`` documents of ``segments * segment + 1`` tokens (deterministic in ``seed``).
 
     Each document is a passkey document with probability ``passkey_frac`` (needle anywhere before the
-    last segment), else plain text scored on segments 1.. (segment 0 has no memory to train).
-    Weights sum to 1 per document, so both kinds count equally.
+    last segment), a recall document (:func:`recall_document`) with probability ``recall_frac``, else plain
+    text scored on segments 1.. (segment 0 has no memory to train). Weights sum to 1 per document, so every
+    kind counts equally.
     """
     check_text(tokens, segment)
+    if passkey_frac + recall_frac > 1.0 + 1e-9:
+        raise SqueezeError(f"passkey_frac {passkey_frac} + recall_frac {recall_frac} exceed 1")
     gen = torch.Generator().manual_seed(seed)
     length = segments * segment + 1
     ids, ws = [], []
     for _ in range(batch):
-        if float(torch.rand((), generator=gen)) < passkey_frac:
+        draw = float(torch.rand((), generator=gen))
+        if draw < passkey_frac:
             doc, w, _ = passkey_document(tokens, length, gen, (0, (segments - 1) * segment))
+        elif draw < passkey_frac + recall_frac:
+            doc, w = recall_document(tokens, segments, segment, gen)
         else:
             doc, w = lm_document(tokens, length, gen, segment)
         ids.append(doc)

@@ -73,7 +73,7 @@ class UIOTask:
         c = self.cfg
         for step in range(c.steps_per_epoch):
             yield training_batch(self.tokens, c.batch_size, c.doc_segments, c.segment, c.passkey_frac,
-                                 derived_seed(c.seed, epoch, step))
+                                 derived_seed(c.seed, epoch, step), c.recall_frac)
 
     def train_step(self, ctx: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         from squeeze.train.engine import derived_seed  # noqa: PLC0415

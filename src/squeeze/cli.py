@@ -103,6 +103,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from squeeze.memory.task import META
     from squeeze.methods.multiquant.run import RESULT, eval_run
     from squeeze.runner import run_eval
 
@@ -111,6 +112,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return
     if args.abits is not None:
         raise SqueezeError(f"--abits applies to runs of `squeeze train multiquant`; {args.dir} is not one")
+    if (Path(args.dir) / META).is_file():  # a run of `squeeze train uio`
+        from squeeze.memory.cli import eval_uio
+
+        print(json.dumps(eval_uio(Path(args.dir)), indent=2))
+        return
     print(json.dumps(run_eval(Path(args.dir)), indent=2))
 
 

@@ -73,7 +73,7 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
             val_tokens: torch.Tensor) -> list[dict[str, Any]]:
     """Raw measurements: dicts with method, metric, context_x, value (and full-attention timings)."""
     from squeeze.memory.evaluate import (  # noqa: PLC0415
-        base_context, cost_per_token, passkey_digits, perplexity, span_end)
+        base_context, cost_per_token, passkey_summary, perplexity)
 
     ctx = base_context(base)
     every: dict[str, nn.Module] = {**models, **{b: base for b in BASELINES}}
@@ -83,15 +83,9 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
             out.append({"method": method, "metric": "ppl", "context_x": x,
                         "value": perplexity(method, net, val_tokens, x * ctx, ev["ppl_docs"], seed=11)})
         for x in ev["passkey_x"]:
-            right, starts = passkey_digits(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12,
-                                           hide_beyond=ctx)
-            row = {"method": method, "metric": "passkey_acc", "context_x": x, "value": float(right.all(1).float().mean()),
-                   "digit_acc": float(right.float().mean())}
-            if method in models:  # where in its memory span each key digit fell (see docs/methods/uio.md)
-                end = span_end(starts, net.segment // net.memory)
-                row |= {"digit_acc_span_end": float(right[end].float().mean()),
-                        "digit_acc_inside_span": float(right[~end].float().mean())}
-            out.append(row)
+            got = passkey_summary(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12, hide_beyond=ctx)
+            out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": got.pop("passkey_acc"),
+                        **got})
     full = {x: cost_per_token("full-attention", base, x * ctx, repeats=2) for x in ev["cost_x"]}
     for method in ("uio", *BASELINES):
         for x in ev["cost_x"]:

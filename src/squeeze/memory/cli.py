@@ -35,3 +35,23 @@ def cmd_train_uio(args: argparse.Namespace, options: dict[str, Any]) -> dict[str
     summary = train_uio(cfg, engine)
     summary.pop("log", None)
     return {"workdir": str(workdir), **summary}
+
+
+def eval_uio(folder: Path, passkey_x: tuple[int, ...] = (4, 8, 16), ppl_x: tuple[int, ...] = (1, 8),
+             passkey_docs: int = 40, ppl_docs: int = 4) -> dict[str, Any]:
+    """``squeeze eval RUN`` for a finished UIO run: passkey retrieval and perplexity on held-out Shakespeare at
+    multiples of the base context, with the long-context bench's documents (seeds 12 and 11)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from squeeze.memory.evaluate import passkey_summary, perplexity  # noqa: PLC0415
+    from squeeze.memory.task import load_uio  # noqa: PLC0415
+    from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
+
+    model = load_uio(folder)
+    ctx, val = model.lay.context, split_tokens("val")
+    out: dict[str, Any] = {"run": str(folder), "config": model.cfg.to_dict(), "base_context": ctx}
+    for x in tqdm(passkey_x, desc="passkey", leave=False):
+        out[f"passkey_{x}x"] = passkey_summary("uio", model, val, x * ctx, passkey_docs, seed=12, hide_beyond=ctx)
+    for x in tqdm(ppl_x, desc="perplexity", leave=False):
+        out[f"ppl_{x}x"] = perplexity("uio", model, val, x * ctx, ppl_docs, seed=11)
+    return out

@@ -108,7 +108,7 @@ def span_end(starts: torch.Tensor, span: int) -> torch.Tensor:
 
 
 def passkey_summary(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int,
-                    hide_beyond: int) -> dict[str, float]:
+                    hide_beyond: int) -> dict[str, float | None]:
     """``passkey_acc`` (exact), ``digit_acc`` and, for a memory model, the digit accuracy split by where each
     key digit fell in its memory token's span: ``digit_acc_span_end`` (the span's last token) and
     ``digit_acc_inside_span`` (see docs/methods/uio.md: a memory token mostly keeps its span's last token)."""
@@ -116,8 +116,9 @@ def passkey_summary(method: str, model: nn.Module, tokens: torch.Tensor, length:
     out = {"passkey_acc": float(right.all(1).float().mean()), "digit_acc": float(right.float().mean())}
     if isinstance(model, MemoryLM):
         end = span_end(starts, model.segment // model.memory)
-        out |= {"digit_acc_span_end": float(right[end].float().mean()),
-                "digit_acc_inside_span": float(right[~end].float().mean())}
+        # None where no digit fell there (with one token per memory every digit ends a span)
+        out |= {"digit_acc_span_end": float(right[end].float().mean()) if end.any() else None,
+                "digit_acc_inside_span": float(right[~end].float().mean()) if (~end).any() else None}
     return out
 
 

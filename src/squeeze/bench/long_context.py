@@ -32,6 +32,7 @@ from torch import nn
 
 from squeeze.bench.common import save_figure, write_results
 from squeeze.memory.config import GRAD_MODES, UIOConfig
+from squeeze.memory.evaluate import PASSKEY_SEED, PPL_SEED
 from squeeze.report import Report, format_table, peak_rss_mb
 
 COMMAND = "squeeze bench long-context"
@@ -81,9 +82,10 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
     for method, net in every.items():
         for x in ev["ppl_x"]:
             out.append({"method": method, "metric": "ppl", "context_x": x,
-                        "value": perplexity(method, net, val_tokens, x * ctx, ev["ppl_docs"], seed=11)})
+                        "value": perplexity(method, net, val_tokens, x * ctx, ev["ppl_docs"], seed=PPL_SEED)})
         for x in ev["passkey_x"]:
-            got = passkey_summary(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=12, hide_beyond=ctx)
+            got = passkey_summary(method, net, val_tokens, x * ctx, ev["passkey_docs"], seed=PASSKEY_SEED,
+                                  hide_beyond=ctx)
             out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": got.pop("passkey_acc"),
                         **got})
     full = {x: cost_per_token("full-attention", base, x * ctx, repeats=2) for x in ev["cost_x"]}
@@ -112,8 +114,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     """Perplexity, passkey and cost tables (methods x context multiples)."""
     parts = [f"# Long context: UIO memory model on `{MODEL}`\n",
              f"Produced by `{COMMAND}` (training seed {rows[0]['seed']}; evaluation documents drawn "
-             f"with fixed seeds 11 (perplexity) and 12 (passkey)). Base context {info['base_context']} tokens; "
-             "memory model: segment "
+             f"with fixed seeds {PPL_SEED} (perplexity) and {PASSKEY_SEED} (passkey)). "
+             f"Base context {info['base_context']} tokens; memory model: segment "
              f"{info['segment']}, {info['memory']} memory tokens ({info['memory_positions']} memory positions), "
              f"{info['extra_params']} trainable parameters "
              f"({100 * info['extra_ratio']:.2f} % of the base). See docs/methods/uio.md.\n"]

@@ -40,10 +40,10 @@ def cmd_train_uio(args: argparse.Namespace, options: dict[str, Any]) -> dict[str
 def eval_uio(folder: Path, passkey_x: tuple[int, ...] = (4, 8, 16), ppl_x: tuple[int, ...] = (1, 8),
              passkey_docs: int = 40, ppl_docs: int = 4) -> dict[str, Any]:
     """``squeeze eval RUN`` for a finished UIO run: passkey retrieval and perplexity on held-out Shakespeare at
-    multiples of the base context, with the long-context bench's documents (seeds 12 and 11)."""
+    multiples of the base context, with the long-context bench's documents (``PASSKEY_SEED``, ``PPL_SEED``)."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from squeeze.memory.evaluate import passkey_summary, perplexity  # noqa: PLC0415
+    from squeeze.memory.evaluate import PASSKEY_SEED, PPL_SEED, passkey_summary, perplexity  # noqa: PLC0415
     from squeeze.memory.task import load_uio  # noqa: PLC0415
     from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
 
@@ -51,7 +51,8 @@ def eval_uio(folder: Path, passkey_x: tuple[int, ...] = (4, 8, 16), ppl_x: tuple
     ctx, val = model.lay.context, split_tokens("val")
     out: dict[str, Any] = {"run": str(folder), "config": model.cfg.to_dict(), "base_context": ctx}
     for x in tqdm(passkey_x, desc="passkey", leave=False):
-        out[f"passkey_{x}x"] = passkey_summary("uio", model, val, x * ctx, passkey_docs, seed=12, hide_beyond=ctx)
+        out[f"passkey_{x}x"] = passkey_summary("uio", model, val, x * ctx, passkey_docs, seed=PASSKEY_SEED,
+                                                  hide_beyond=ctx)
     for x in tqdm(ppl_x, desc="perplexity", leave=False):
-        out[f"ppl_{x}x"] = perplexity("uio", model, val, x * ctx, ppl_docs, seed=11)
+        out[f"ppl_{x}x"] = perplexity("uio", model, val, x * ctx, ppl_docs, seed=PPL_SEED)
     return out

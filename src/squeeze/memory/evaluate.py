@@ -24,6 +24,7 @@ from squeeze.memory.data import check_text
 from squeeze.memory.model import MemoryLM
 
 BASELINES = ("truncated", "sliding-window", "full-attention")
+PPL_SEED, PASSKEY_SEED = 11, 12  # the evaluation documents of the long-context bench and `squeeze eval`
 
 
 def base_context(model: nn.Module) -> int:

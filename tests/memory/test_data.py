@@ -42,10 +42,12 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_version_2() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_and_3() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     old = {**UIOConfig().to_dict(), "version": 2}
-    del old["recall_frac"]
-    assert UIOConfig.from_dict(old) == UIOConfig()  # trained without recall documents
-    assert UIOConfig().version == VERSION == 3
+    del old["recall_frac"], old["memory_read"]
+    assert UIOConfig.from_dict(old) == UIOConfig()  # trained without recall documents, read through k/v
+    del old["version"]
+    assert UIOConfig.from_dict({**old, "version": 3, "recall_frac": 0.25}) == UIOConfig(recall_frac=0.25)
+    assert UIOConfig().version == VERSION == 4

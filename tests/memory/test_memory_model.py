@@ -34,7 +34,7 @@ def test_compact_memory_positions_equal_attention_over_a_longer_sequence() -> No
     mk, mv = torch.randn(b, h, m, hd), torch.randn(b, h, m, hd)
     cos, sin = rope_tables(torch.arange(t), hd, 10000.0)
     mem_rope = rope_tables(memory_positions(m, t, 64), hd, 10000.0)
-    got = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope)
+    got, from_memory = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope)
     # reference: one causal attention over m + t tokens at positions 0..m+t-1 (memories first, all visible)
     acos, asin = rope_tables(torch.arange(m + t), hd, 10000.0)
     keys = apply_rope(torch.cat([mk, k], 2), acos, asin)
@@ -42,8 +42,14 @@ def test_compact_memory_positions_equal_attention_over_a_longer_sequence() -> No
     want = torch.nn.functional.scaled_dot_product_attention(apply_rope(q, acos[m:], asin[m:]), keys,
                                                             torch.cat([mv, v], 2), attn_mask=mask)
     assert torch.allclose(got, want, atol=1e-5)
+    # the part read from memories is that attention with the segment's values zeroed
+    zero_v = torch.nn.functional.scaled_dot_product_attention(apply_rope(q, acos[m:], asin[m:]), keys,
+                                                              torch.cat([mv, 0 * v], 2), attn_mask=mask)
+    assert torch.allclose(from_memory, zero_v, atol=1e-5)
+    # a separate memory query changes only the memory scores: equal to q, the output is unchanged
+    assert torch.allclose(memory_attention(q, k, v, cos, sin, mk, mv, mem_rope, q.clone())[0], want, atol=1e-5)
     # without positions the memory scores differ (un-rotated)
-    assert not torch.allclose(memory_attention(q, k, v, cos, sin, mk, mv), want, atol=1e-3)
+    assert not torch.allclose(memory_attention(q, k, v, cos, sin, mk, mv)[0], want, atol=1e-3)
 
 
 def test_decoder_without_memory_is_the_base_and_memory_matters() -> None:
@@ -66,6 +72,31 @@ def test_decoder_without_memory_is_the_base_and_memory_matters() -> None:
     assert 0 < ratio < 0.2 and not any(p.requires_grad for p in base.parameters())
 
 
+def test_memory_read_adapters_start_as_the_paper_decoder_and_learn() -> None:
+    base = _base()
+    torch.manual_seed(1)
+    kv = MemoryLM(base, UIOConfig(segment=8, memory=2, lora_rank=2))
+    torch.manual_seed(1)
+    kvqo = MemoryLM(base, UIOConfig(segment=8, memory=2, lora_rank=2, memory_read="kvqo"))
+    for n in ("enc_q", "enc_v", "dec_k", "dec_v"):  # same draws for the shared adapters
+        kvqo.lora_a[n].data.copy_(kv.lora_a[n])
+        kvqo.lora_b[n].data.normal_(0, 0.1)
+        kv.lora_b[n].data.copy_(kvqo.lora_b[n])
+    kvqo.mem_token.data.copy_(kv.mem_token)
+    ids = torch.randint(0, 32, (2, 8))
+    mems = [kv.encode(ids)]
+    assert torch.allclose(kvqo.decode(ids, []), base(ids), atol=1e-5)  # no memories: the base
+    assert torch.allclose(kvqo.decode(ids, mems), kv.decode(ids, mems), atol=1e-5)  # zero-initialised B
+    kvqo.decode(ids, mems).logsumexp(-1).sum().backward()
+    assert kvqo.lora_a["dec_q"].grad.abs().sum() == 0 and kvqo.lora_b["dec_q"].grad.abs().sum() > 0
+    assert kvqo.lora_b["dec_o"].grad.abs().sum() > 0
+    kvqo.lora_b["dec_o"].data.normal_(0, 0.1)
+    kvqo.lora_b["dec_q"].data.normal_(0, 0.1)
+    with torch.no_grad():
+        assert torch.allclose(kvqo.decode(ids, []), base(ids), atol=1e-5)  # still the base without memories
+        assert not torch.allclose(kvqo.decode(ids, mems), kv.decode(ids, mems), atol=1e-4)
+
+
 def test_default_config_adds_about_two_percent() -> None:
     base = TinyLlama(LMArch())
     ratio = MemoryLM(base, UIOConfig()).extra_parameters() / sum(p.numel() for p in base.parameters())
@@ -79,6 +110,8 @@ def test_bad_input() -> None:
         UIOConfig(grad_mode="bptt")
     with pytest.raises(SqueezeError, match="memory_positions"):
         UIOConfig(memory_positions="rotary")
+    with pytest.raises(SqueezeError, match="memory_read"):
+        UIOConfig(memory_read="qk")
     with pytest.raises(SqueezeError, match="version 1 is not supported"):
         UIOConfig.from_dict({"version": 1})
     with pytest.raises(SqueezeError, match="unknown UIO option"):

@@ -7,9 +7,10 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 3  # 2: memory_positions; 3: recall_frac
+VERSION = 4  # 2: memory_positions; 3: recall_frac; 4: memory_read
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio")
 MEMORY_POSITIONS = ("compact", "none")
+MEMORY_READS = ("kv", "kvqo")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class UIOConfig:
         memory_positions: ``compact`` (as in the paper: the decoder sees memories at rotary positions just
             before the segment, newest at -1; clamped to the base's trained context) or ``none`` (memory
             scores without rotary positions).
+        memory_read: ``kv`` (as in the paper: the decoder reads memories through LoRA on its k/v projections
+            only; queries and output projection stay the base's) or ``kvqo`` (also a LoRA on the query that
+            scores memories and on the output projection of what is read from them; a deviation that lets
+            the decoder learn how to read memories; ordinary tokens still use the base weights).
         keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
         doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
@@ -43,6 +48,7 @@ class UIOConfig:
     lora_alpha: float = 16.0
     grad_mode: str = "uio"
     memory_positions: str = "compact"
+    memory_read: str = "kv"
     keep: int = 2
     doc_segments: int = 8
     passkey_frac: float = 0.5
@@ -62,6 +68,8 @@ class UIOConfig:
         if self.memory_positions not in MEMORY_POSITIONS:
             raise SqueezeError(f"memory_positions {self.memory_positions!r} is unknown; use one of "
                                f"{', '.join(MEMORY_POSITIONS)}")
+        if self.memory_read not in MEMORY_READS:
+            raise SqueezeError(f"memory_read {self.memory_read!r} is unknown; use one of {', '.join(MEMORY_READS)}")
         if self.segment < 2 or self.memory < 1:
             raise SqueezeError(f"--segment {self.segment} / --memory {self.memory} must be >= 2 / >= 1")
         if self.segment % self.memory:
@@ -93,5 +101,7 @@ class UIOConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UIOConfig":
         if d.get("version") == 2 and "recall_frac" not in d:  # version 2 trained without recall documents
-            d = {**d, "version": VERSION}
+            d = {**d, "version": 3, "recall_frac": 0.0}
+        if d.get("version") == 3 and "memory_read" not in d:  # version 3 read memories through k/v LoRA only
+            d = {**d, "version": VERSION, "memory_read": "kv"}
         return build_fields(cls, d, "UIO")

@@ -7,7 +7,8 @@ One frozen base network plays two roles (weights shared; only small LoRA adapter
   tokens ``[0, (i+1) L/m)`` and itself, at rotary position ``(i+1) L/m``. At every layer the
   *normalised attention input* at the m memory positions is kept: memory = (layers, B, m, D).
 * **decoder** (base weights for ordinary tokens, LoRA on k, v applied only to memory states -- the
-  "transfer head" into key/value space): every layer attends over ``[memories of all earlier
+  "transfer head" into key/value space; with ``memory_read="kvqo"`` also LoRA on the query that scores
+  memories and on the output projection of what is read from them, a deviation): every layer attends over ``[memories of all earlier
   segments, current segment causally]``. Memories enter as **prefix key/values** per layer, at compact
   rotary positions just before the segment (newest memory at -1), as in the paper; positions are clamped
   at the base's trained context, so the oldest memories share one position instead of being dropped
@@ -113,25 +114,29 @@ def memory_positions(n_memories: int, segment: int, context: int) -> torch.Tenso
 
 def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                      mem_k: torch.Tensor | None, mem_v: torch.Tensor | None,
-                     mem_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                     mem_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     mem_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decoder attention over [memory prefix, causal segment] (all (B, H, *, hd)), one softmax over both.
 
     Segment scores use rotary queries and keys. Memory keys are rotated by ``mem_rope`` = (cos, sin) tables
     of their positions (:func:`memory_positions`); without it memory scores use the un-rotated query and key
-    (no position). Returns (B, H, T, hd)."""
+    (no position). ``mem_q`` (default ``q``) is the query that scores memories. Returns the attention
+    output (B, H, T, hd) and, with memories, the part of it read from them (else None)."""
     qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if mem_k is None:
-        return F.scaled_dot_product_attention(qr, kr, v, is_causal=True)
-    t = q.shape[-2]
+        return F.scaled_dot_product_attention(qr, kr, v, is_causal=True), None
+    mq = q if mem_q is None else mem_q
+    t, n = q.shape[-2], mem_k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1])
     raw = (qr @ kr.transpose(-1, -2)) * scale
     raw = raw.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
     if mem_rope is None:
-        mem = (q @ mem_k.transpose(-1, -2)) * scale
+        mem = (mq @ mem_k.transpose(-1, -2)) * scale
     else:
-        mem = (qr @ apply_rope(mem_k, *mem_rope).transpose(-1, -2)) * scale
+        mem = (apply_rope(mq, cos, sin) @ apply_rope(mem_k, *mem_rope).transpose(-1, -2)) * scale
     probs = torch.cat([mem, raw], dim=-1).softmax(dim=-1)
-    return probs @ torch.cat([mem_v, v], dim=-2)
+    from_memory = probs[..., :n] @ mem_v
+    return from_memory + probs[..., n:] @ v, from_memory
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -162,9 +167,12 @@ class MemoryLM(nn.Module):
         self.mem_token = nn.Parameter(emb.mean(0).clone() + 0.02 * torch.randn(lay.dim, device=emb.device))
         kv_out = lay.kv_heads * lay.head_dim
         outs = {"enc_q": lay.heads * lay.head_dim, "enc_v": kv_out, "dec_k": kv_out, "dec_v": kv_out}
+        if cfg.memory_read == "kvqo":  # the decoder's memory query and memory read-out (see UIOConfig)
+            outs |= {"dec_q": lay.heads * lay.head_dim, "dec_o": lay.dim}
         # LoRA: A (r, in) small random, B (out, r) zero, so training starts from the plain base model.
-        self.lora_a = nn.ParameterDict({n: nn.Parameter(torch.randn(len(lay.layers), r, lay.dim, device=emb.device)
-                                                     / math.sqrt(lay.dim))
+        ins = {n: lay.heads * lay.head_dim if n == "dec_o" else lay.dim for n in outs}
+        self.lora_a = nn.ParameterDict({n: nn.Parameter(torch.randn(len(lay.layers), r, ins[n], device=emb.device)
+                                                     / math.sqrt(ins[n]))
                                         for n in outs})
         self.lora_b = nn.ParameterDict({n: nn.Parameter(torch.zeros(len(lay.layers), o, r, device=emb.device))
                                         for n, o in outs.items()})
@@ -235,6 +243,7 @@ class MemoryLM(nn.Module):
             mem_rope = rope_tables(pos, lay.head_dim, lay.rope_theta)
         rep = lay.heads // lay.kv_heads
         h = lay.embed(ids)
+        read = kv is not None and self.cfg.memory_read == "kvqo"
         for i, layer in enumerate(lay.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
@@ -242,8 +251,12 @@ class MemoryLM(nn.Module):
             k = self._heads(attn.k_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
             v = self._heads(attn.v_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
             mk, mv = kv[i] if kv is not None else (None, None)
-            a = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope)
+            mq = self._heads(self._lora("dec_q", i, x, attn.q_proj.weight), lay.heads) if read else None
+            a, from_memory = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope, mq)
             h = h + attn.o_proj(a.transpose(1, 2).reshape(b, t, -1))
+            if read:  # LoRA on o_proj for the memory part only: o(a) + s B A a_mem
+                a_mem = from_memory.transpose(1, 2).reshape(b, t, -1)
+                h = h + self.scale * F.linear(F.linear(a_mem, self.lora_a["dec_o"][i]), self.lora_b["dec_o"][i])
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return lay.lm_head(lay.norm(h))
 

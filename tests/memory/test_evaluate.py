@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from squeeze.errors import SqueezeError
-from squeeze.memory.evaluate import passkey_accuracy, passkey_digits, span_end
+from squeeze.memory.evaluate import cost_per_token, passkey_accuracy, passkey_digits, span_end
 from squeeze.zoo.lm_shakespeare import decode, encode
 
 TEXT = encode("Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him. " * 40)
@@ -56,3 +56,13 @@ def test_passkey_digits_reports_where_each_key_starts() -> None:
     right, starts = passkey_digits("full-attention", KeyReader(1), TEXT, 300, 4, seed=2, hide_beyond=64)
     assert right.shape == (4, 5) and right[:, :4].all() and not right[:, 4].any()
     assert all(0 <= s < 300 - 64 for s in starts.tolist())
+
+
+def test_cost_per_token_is_the_median_run() -> None:
+    """A fake clock: the runs take 2, 9 (a stall) and 3 seconds; the warm-up is not timed."""
+    ticks = iter([0.0, 2.0, 10.0, 19.0, 30.0, 33.0])
+    model = nn.Linear(1, 256)  # any network with a context: it is called on (1, n) token ids
+    model.arch = SimpleNamespace(context=64)
+    model.forward = lambda x: torch.zeros(*x.shape, 256)
+    seconds, mb = cost_per_token("truncated", model, 32, repeats=3, clock=lambda: next(ticks))
+    assert seconds == pytest.approx(3.0 / 32) and mb >= 0.0

@@ -41,10 +41,11 @@ BASELINES = ("truncated", "sliding-window")
 BENCH_FIELDS = {"segment": 64, "memory": 8, "memory_positions": "compact", "doc_segments": 8, "steps": 480,
                 "steps_per_epoch": 80, "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "seed": 0}
 BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 40,
-              "cost_x": (1, 2, 4, 8, 16, 32)}
+              "cost_x": (1, 2, 4, 8, 16, 32), "cost_repeats": 5}
 QUICK_FIELDS = {"segment": 32, "memory": 4, "memory_positions": "compact", "doc_segments": 4, "steps": 2,
                 "steps_per_epoch": 1, "batch_size": 1, "keep": 2, "passkey_frac": 0.0, "seed": 0}
-QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs": 2, "cost_x": (1, 2)}
+QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs": 2, "cost_x": (1, 2),
+              "cost_repeats": 1}
 
 
 def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: torch.Tensor,
@@ -88,10 +89,10 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
                                   hide_beyond=ctx)
             out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": got.pop("passkey_acc"),
                         **got})
-    full = {x: cost_per_token("full-attention", base, x * ctx, repeats=2) for x in ev["cost_x"]}
+    full = {x: cost_per_token("full-attention", base, x * ctx, repeats=ev["cost_repeats"]) for x in ev["cost_x"]}
     for method in ("uio", *BASELINES):
         for x in ev["cost_x"]:
-            sec, mb = cost_per_token(method, every[method], x * ctx, repeats=2)
+            sec, mb = cost_per_token(method, every[method], x * ctx, repeats=ev["cost_repeats"])
             extra = {"full_attention_sec_per_token": full[x][0], "full_attention_peak_mb": full[x][1]}
             out.append({"method": method, "metric": "sec_per_token", "context_x": x, "value": sec, **extra})
             out.append({"method": method, "metric": "peak_mb", "context_x": x, "value": mb, **extra})
@@ -126,7 +127,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
                                   "Passkey digits right when the digit is the last token of a memory span"),
                                  ("passkey_acc", "digit_acc_inside_span",
                                   "Passkey digits right when the digit lies inside a memory span"),
-                                 ("sec_per_token", "quant", "Seconds per token"),
+                                 ("sec_per_token", "quant",
+                                  f"Seconds per token (median of {info['cost_repeats']} runs of one input)"),
                                  ("peak_mb", "quant", "Peak extra resident memory (MiB)")):
         sel = [r for r in rows if r["metric"] == metric and field in r]
         xs = sorted({r["context_x"] for r in sel})
@@ -189,7 +191,8 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), ba
     raw = measure(models, base, ev, val_tokens)
     extra = models["uio"].extra_parameters()
     info = {**fields, "base_context": base_context(base), "extra_params": extra,
-            "extra_ratio": extra / sum(p.numel() for p in base.parameters()), "quick": quick}
+            "extra_ratio": extra / sum(p.numel() for p in base.parameters()), "quick": quick,
+            "cost_repeats": ev["cost_repeats"]}
     rows = to_rows(raw, info, time.perf_counter() - start)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, "long-context", rows, markdown(rows, info))

@@ -9,6 +9,7 @@ on the whole input at once; beyond its training context its predictions are mean
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -164,13 +165,17 @@ class _PeakRSS:
 @torch.no_grad()
 def cost_per_token(method: str, model: nn.Module, length: int, vocab: int = 256, repeats: int = 1,
                    clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
-    """(seconds per token, peak extra resident MiB) of processing one random input of ``length`` tokens."""
+    """(seconds per token, peak extra resident MiB) of processing one random input of ``length`` tokens.
+
+    The time is the median over ``repeats`` runs, so one run slowed by another process on the machine
+    does not move it (short inputs take tens of milliseconds, where such stalls are common)."""
     x = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
     x = x.to(next(model.parameters()).device)
     logits_of(method, model, x[:, : min(length, 64)])  # warm-up (allocations, kernels)
+    times = []
     with _PeakRSS() as mem:
-        start = clock()
         for _ in range(repeats):
+            start = clock()
             logits_of(method, model, x)
-        seconds = (clock() - start) / repeats
-    return seconds / length, mem.peak - mem.base
+            times.append(clock() - start)
+    return statistics.median(times) / length, mem.peak - mem.base

@@ -8,11 +8,11 @@ One frozen base network plays two roles (weights shared; only small LoRA adapter
   *normalised attention input* at the m memory positions is kept: memory = (layers, B, m, D).
 * **decoder** (base weights for ordinary tokens, LoRA on k, v applied only to memory states -- the
   "transfer head" into key/value space; with ``memory_read="kvqo"`` also LoRA on the query that scores
-  memories and on the output projection of what is read from them, a deviation): every layer attends over ``[memories of all earlier
-  segments, current segment causally]``. Memories enter as **prefix key/values** per layer, at compact
-  rotary positions just before the segment (newest memory at -1), as in the paper; positions are clamped
-  at the base's trained context, so the oldest memories share one position instead of being dropped
-  (the paper stops at its rotary table's length). ``memory_positions="none"`` scores memories without
+  memories and on the output projection of what is read from them, a deviation): every layer attends
+  over ``[memories of all earlier segments, current segment causally]``. Memories enter as **prefix
+  key/values** per layer, at compact rotary positions just before the segment (newest memory at -1), as
+  in the paper; positions are clamped at the base's trained context, so the oldest memories share one
+  position instead of being dropped (the paper stops at its rotary table's length). ``memory_positions="none"`` scores memories without
   positions instead.
 
 On short inputs (one segment, no memories) the decoder equals the base model exactly. Inference is
@@ -125,15 +125,15 @@ def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if mem_k is None:
         return F.scaled_dot_product_attention(qr, kr, v, is_causal=True), None
-    mq = q if mem_q is None else mem_q
     t, n = q.shape[-2], mem_k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1])
     raw = (qr @ kr.transpose(-1, -2)) * scale
     raw = raw.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
     if mem_rope is None:
-        mem = (mq @ mem_k.transpose(-1, -2)) * scale
+        mem = ((q if mem_q is None else mem_q) @ mem_k.transpose(-1, -2)) * scale
     else:
-        mem = (apply_rope(mq, cos, sin) @ apply_rope(mem_k, *mem_rope).transpose(-1, -2)) * scale
+        mqr = qr if mem_q is None else apply_rope(mem_q, cos, sin)
+        mem = (mqr @ apply_rope(mem_k, *mem_rope).transpose(-1, -2)) * scale
     probs = torch.cat([mem, raw], dim=-1).softmax(dim=-1)
     from_memory = probs[..., :n] @ mem_v
     return from_memory + probs[..., n:] @ v, from_memory

@@ -12,8 +12,8 @@ One frozen base network plays two roles (weights shared; only small LoRA adapter
   over ``[memories of all earlier segments, current segment causally]``. Memories enter as **prefix
   key/values** per layer, at compact rotary positions just before the segment (newest memory at -1), as
   in the paper; positions are clamped at the base's trained context, so the oldest memories share one
-  position instead of being dropped (the paper stops at its rotary table's length). ``memory_positions="none"`` scores memories without
-  positions instead.
+  position instead of being dropped (the paper stops at its rotary table's length).
+  ``memory_positions="none"`` scores memories without positions instead.
 
 On short inputs (one segment, no memories) the decoder equals the base model exactly. Inference is
 streaming: each token is decoded once and encoded once; the decoder's attention grows only by m
@@ -81,9 +81,14 @@ def base_layout(base: nn.Module) -> Layout:
 
 
 # ----------------------------------------------------------------------------- math (pure functions)
+def lora_delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """The LoRA update ``scale * x A^T B^T`` (Hu et al. 2021); A (r, in), B (out, r)."""
+    return scale * F.linear(F.linear(x, a), b)
+
+
 def lora_linear(x: torch.Tensor, weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
-    """``x W^T + scale * x A^T B^T`` (LoRA, Hu et al. 2021); A (r, in), B (out, r)."""
-    return F.linear(x, weight) + scale * F.linear(F.linear(x, a), b)
+    """``x W^T`` plus its LoRA update (:func:`lora_delta`)."""
+    return F.linear(x, weight) + lora_delta(x, a, b, scale)
 
 
 def encoder_mask(segment: int, memory: int) -> torch.Tensor:
@@ -256,7 +261,7 @@ class MemoryLM(nn.Module):
             h = h + attn.o_proj(a.transpose(1, 2).reshape(b, t, -1))
             if read:  # LoRA on o_proj for the memory part only: o(a) + s B A a_mem
                 a_mem = from_memory.transpose(1, 2).reshape(b, t, -1)
-                h = h + self.scale * F.linear(F.linear(a_mem, self.lora_a["dec_o"][i]), self.lora_b["dec_o"][i])
+                h = h + lora_delta(a_mem, self.lora_a["dec_o"][i], self.lora_b["dec_o"][i], self.scale)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return lay.lm_head(lay.norm(h))
 

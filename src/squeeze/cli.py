@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("pattern", nargs="?", default="*")
     zoo.set_defaults(fn=cmd_zoo)
     sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
-    train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train multiquant")
+    train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train a method "
+                           "(multiquant, nm, uio, undem, hqss)")
     train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14, edsr-x2, edsr-x4, "
                        "lm-shakespeare); multiquant, any-precision, multiquant-no-amortization, "
                        "multiquant-no-distill; nm (N:M sparsity); uio (memory-enhanced long context); undem "
@@ -176,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node")
     train.add_argument("--nodes", type=int, default=1, help="machines (set MASTER_ADDR/MASTER_PORT/NODE_RANK)")
     train.add_argument("--accelerator", default="cpu", choices=["auto", "cpu", "gpu"])
-    train.add_argument("--model", dest="base", default="", help="multiquant: float zoo model to start from")
+    train.add_argument("--model", dest="base", default="", metavar="MODEL",
+                       help="multiquant, nm: float zoo model to start from")
     train.add_argument("--bits", default="", help="multiquant: activation bit widths, e.g. 2,3,4,5,6,7,8")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="multiquant option")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a field of the method's config (multiquant, nm, uio, undem, hqss), e.g. --set steps=480")
     train.add_argument("--epochs", type=int, default=None, help="zoo recipe: shorter smoke run (no export)")
     train.add_argument("--subset", type=int, default=None, help="zoo recipe: train on this many images (smoke)")
     add_train_nm_args(train)

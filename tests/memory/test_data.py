@@ -42,12 +42,34 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_and_3() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_4() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
+    with pytest.raises(SqueezeError, match="raw_window"):
+        UIOConfig(raw_window=-1)
+    with pytest.raises(SqueezeError, match="raw_window \\+ 2"):
+        UIOConfig(raw_window=2, doc_segments=3)
     old = {**UIOConfig().to_dict(), "version": 2}
-    del old["recall_frac"], old["memory_read"]
-    assert UIOConfig.from_dict(old) == UIOConfig()  # trained without recall documents, read through k/v
+    del old["recall_frac"], old["memory_read"], old["raw_window"]
+    assert UIOConfig.from_dict(old) == UIOConfig()  # no recall documents, k/v read, no raw window
     del old["version"]
     assert UIOConfig.from_dict({**old, "version": 3, "recall_frac": 0.25}) == UIOConfig(recall_frac=0.25)
-    assert UIOConfig().version == VERSION == 4
+    assert UIOConfig.from_dict({**old, "version": 4, "recall_frac": 0.0, "memory_read": "kvqo"}) == \
+        UIOConfig(memory_read="kvqo")
+    assert UIOConfig().version == VERSION == 5
+
+
+def test_raw_window_keeps_needles_and_scores_beyond_the_window() -> None:
+    from squeeze.data.passkey import needle  # noqa: PLC0415
+
+    L, T, W = 32, 5, 2
+    ids, w = training_batch(TEXT, 48, T, L, 0.5, seed=2, raw_window=W)
+    passkey = w[:, -5:].sum(1) == 1
+    assert 5 < passkey.sum() < 43
+    pin = needle("00000").numel()
+    for doc, is_key in zip(ids, passkey):
+        if is_key:  # "The pass key is NNNNN." starts early enough to end before the last W + 1 segments
+            text = bytes(doc.tolist()).decode("latin-1")
+            assert text.index("The pass key is") + pin <= (T - 1 - W) * L
+    text_w = w[~passkey]
+    assert (text_w[:, :(W + 1) * L + 1] == 0).all() and (text_w[:, (W + 1) * L + 1:] > 0).all()

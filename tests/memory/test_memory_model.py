@@ -72,6 +72,28 @@ def test_decoder_without_memory_is_the_base_and_memory_matters() -> None:
     assert 0 < ratio < 0.2 and not any(p.requires_grad for p in base.parameters())
 
 
+def test_raw_window_stream_is_the_base_then_reads_older_segments_from_memory() -> None:
+    base = _base()
+    model = MemoryLM(base, UIOConfig(segment=8, memory=2, lora_rank=2, raw_window=1)).eval()
+    with torch.no_grad():
+        for p in model.lora_b.values():  # non-zero adapters, so memories differ from the base's k/v
+            p.normal_(0, 0.3)
+    ids = torch.randint(0, 32, (2, 32), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        # two segments fit the raw window: no memory yet, exactly the base on the whole input
+        assert torch.allclose(model.stream(ids[:, :16]), base(ids[:, :16]), atol=1e-5)
+        got = model.stream(ids)
+        segs = ids.view(2, 4, 8).unbind(1)
+        mems = [model.encode(s) for s in segs[:2]]
+        for t in (2, 3):  # segment t reads the memories of 0..t-2 and segment t-1 raw
+            want = model.decode(segs[t], mems[:t - 1], window=segs[t - 1])
+            assert torch.allclose(got[:, 8 * t:8 * (t + 1)], want, atol=1e-5)
+        assert not torch.allclose(got[:, 16:24], base(ids[:, 8:24])[:, 8:], atol=1e-3)  # the memory is read
+    MemoryLM(base, UIOConfig(segment=8, memory=2, raw_window=7, doc_segments=9))  # 64 raw tokens: the context
+    with pytest.raises(SqueezeError, match="raw_window 8"):
+        MemoryLM(base, UIOConfig(segment=8, memory=2, raw_window=8, doc_segments=10))
+
+
 def test_memory_read_adapters_start_as_the_paper_decoder_and_learn() -> None:
     base = _base()
     torch.manual_seed(1)

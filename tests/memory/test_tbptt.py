@@ -16,10 +16,11 @@ from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama
 SEG, MEM, N_SEG, KEEP = 4, 2, 6, 2
 
 
-def _tiny() -> tuple[MemoryLM, torch.Tensor, torch.Tensor]:
+def _tiny(raw_window: int = 0) -> tuple[MemoryLM, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     base = TinyLlama(LMArch(vocab=16, dim=16, layers=2, heads=2, kv_heads=1, hidden=32, context=64))
-    model = MemoryLM(base, UIOConfig(segment=SEG, memory=MEM, lora_rank=2, keep=KEEP, doc_segments=N_SEG))
+    model = MemoryLM(base, UIOConfig(segment=SEG, memory=MEM, lora_rank=2, keep=KEEP, doc_segments=N_SEG,
+                                     raw_window=raw_window))
     with torch.no_grad():  # B starts at zero in training; make every path carry gradient here
         for p in model.lora_b.values():
             p.normal_(0, 0.3)
@@ -112,6 +113,16 @@ def test_uio_expectation_is_full_bptt_and_fifo_is_biased() -> None:
     assert _rel(fifo, full) > 4 * _rel(sampled, full)
     exact = torch.stack(list(cache.values())).mean(0)  # the exact expectation over all trajectories
     assert _rel(exact, full) < 1e-4
+
+
+def test_uio_stays_unbiased_with_a_raw_window() -> None:
+    model, ids, w = _tiny(raw_window=1)  # loss t reads memories 0..t-2; the reservoir still sees every offer
+    full = _encoder_grad(model, ids, w, "full-bptt", random.Random(0))
+    assert full.norm() > 0
+    ranges = [range(t + 1) for t in range(KEEP, N_SEG - 1)]
+    runs = [_encoder_grad(model, ids, w, "uio", _Scripted(d)) for d in itertools.product(*ranges)]
+    assert _rel(torch.stack(runs).mean(0), full) < 1e-4
+    assert _rel(_encoder_grad(model, ids, w, "uio-biased", random.Random(0)), full) > 0.2
 
 
 def test_bad_documents() -> None:

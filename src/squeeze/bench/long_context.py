@@ -1,16 +1,17 @@
 """``squeeze bench long-context``: the UIO memory model against the base LM truncated to its context
 and a sliding window, on held-out Shakespeare (val split) and passkey retrieval.
 
-Trains one memory model per gradient mode (``uio``, ``uio-biased``, ``full-bptt``, ``detached``) on
-the frozen ``lm-shakespeare`` with identical data and schedule (:data:`BENCH_FIELDS`), each in its
-own resumable folder under ``CACHE/long-context/``; a finished run is reused. Then measures:
+Trains one memory model per gradient mode (``uio``, ``uio-biased``, ``full-bptt``, ``detached``), and
+``uio-window`` (``uio`` whose decoder keeps the previous segment raw), on the frozen ``lm-shakespeare``
+with identical data and schedule (:data:`BENCH_FIELDS`), each in its own resumable folder under
+``CACHE/long-context/``; a finished run is reused. Then measures:
 
 * ``ppl`` at 1x..32x the base context (whole documents of that length, every target scored);
 * ``passkey_acc`` at 4x, 8x, 16x (needle hidden beyond the last base context, 5-digit exact match);
 * ``sec_per_token`` and ``peak_mb`` vs context for the memory model, the baselines and (plot and an
   extra field only) full attention over the whole input.
 
-Rows: ``method`` in uio, uio-biased, full-bptt, detached, sliding-window, truncated; ``metric`` in
+Rows: ``method`` in uio, uio-biased, full-bptt, detached, uio-window, sliding-window, truncated; ``metric`` in
 passkey_acc, ppl, sec_per_token, peak_mb; ``context_x``; value in ``quant``; ``fp`` = the truncated
 base model's value for the same metric and length (the reference). Writes long-context.{md,json,png}.
 
@@ -42,6 +43,10 @@ BENCH_FIELDS = {"segment": 64, "memory": 8, "memory_positions": "compact", "doc_
                 "steps_per_epoch": 80, "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "seed": 0}
 BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 40,
               "cost_x": (1, 2, 4, 8, 16, 32), "cost_repeats": 5}
+# The memory models: one per gradient mode, plus ``uio-window`` (uio with the last segment kept raw in the
+# decoder, a deviation from the paper that shows what the memories add to a local window; docs/methods/uio.md).
+MEMORY_METHODS: dict[str, dict[str, Any]] = {**{mode: {"grad_mode": mode} for mode in GRAD_MODES},
+                                             "uio-window": {"grad_mode": "uio", "raw_window": 1}}
 QUICK_FIELDS = {"segment": 32, "memory": 4, "memory_positions": "compact", "doc_segments": 4, "steps": 2,
                 "steps_per_epoch": 1, "batch_size": 1, "keep": 2, "passkey_frac": 0.0, "seed": 0}
 QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs": 2, "cost_x": (1, 2),
@@ -50,7 +55,7 @@ QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs":
 
 def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: torch.Tensor,
               val_tokens: torch.Tensor) -> dict[str, nn.Module]:
-    """One trained (or reused) memory model per gradient mode."""
+    """One trained (or reused) memory model per entry of :data:`MEMORY_METHODS`."""
     from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
     from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415
@@ -58,16 +63,16 @@ def train_all(base: nn.Module, fields: dict[str, Any], folder: Path, tokens: tor
 
     base_print = fingerprint(base)  # hashes every base weight: once, not per mode
     models = {}
-    for mode in GRAD_MODES:
-        cfg = UIOConfig.from_dict({"base": MODEL, **fields, "grad_mode": mode})
+    for method, options in MEMORY_METHODS.items():
+        cfg = UIOConfig.from_dict({"base": MODEL, **fields, **options})
         # the folder names the base's weights and the whole config: a retrained base or a changed option never
         # reuses a memory model trained for the old one
         tag = hashlib.sha1(f"{base_print} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()
-        run = folder / f"uio-{mode}-{tag[:10]}"
+        run = folder / f"uio-{method}-{tag[:10]}"
         if not (run / META).is_file():
             engine = EngineConfig(run, resume=(run / CHECKPOINT).is_file())
             train_uio(cfg, engine, base=base, tokens=tokens, val_tokens=val_tokens)
-        models[mode] = load_uio(run, base=base)
+        models[method] = load_uio(run, base=base)
     return models
 
 
@@ -90,7 +95,7 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
             out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": got.pop("passkey_acc"),
                         **got})
     full = {x: cost_per_token("full-attention", base, x * ctx, repeats=ev["cost_repeats"]) for x in ev["cost_x"]}
-    for method in ("uio", *BASELINES):
+    for method in ("uio", "uio-window", *BASELINES):
         for x in ev["cost_x"]:
             sec, mb = cost_per_token(method, every[method], x * ctx, repeats=ev["cost_repeats"])
             extra = {"full_attention_sec_per_token": full[x][0], "full_attention_peak_mb": full[x][1]}
@@ -174,7 +179,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), base: nn.Module | None = None,
         tokens: torch.Tensor | None = None, val_tokens: torch.Tensor | None = None) -> list[dict[str, Any]]:
-    """Train the four memory models (resumable), measure everything, write long-context.{md,json,png}."""
+    """Train the memory models (resumable), measure everything, write long-context.{md,json,png}."""
     import time  # noqa: PLC0415
 
     from squeeze.memory.evaluate import base_context  # noqa: PLC0415

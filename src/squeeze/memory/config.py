@@ -7,7 +7,7 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 4  # 2: memory_positions; 3: recall_frac; 4: memory_read
+VERSION = 5  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -32,6 +32,9 @@ class UIOConfig:
             only; queries and output projection stay the base's) or ``kvqo`` (also a LoRA on the query that
             scores memories and on the output projection of what is read from them; a deviation that lets
             the decoder learn how to read memories; ordinary tokens still use the base weights).
+        raw_window: W, earlier segments the decoder keeps as raw tokens before they are compressed
+            (0, as in the paper: only the current segment is raw; W >= 1 is a deviation that reads the last
+            W segments' tokens directly, like Activation Beacon's raw window, and the memories of older ones).
         keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
         doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
@@ -49,6 +52,7 @@ class UIOConfig:
     grad_mode: str = "uio"
     memory_positions: str = "compact"
     memory_read: str = "kv"
+    raw_window: int = 0
     keep: int = 2
     doc_segments: int = 8
     passkey_frac: float = 0.5
@@ -79,8 +83,11 @@ class UIOConfig:
             raise SqueezeError("--lora-rank must be >= 1 and lora_alpha > 0")
         if self.keep < 1:
             raise SqueezeError(f"--keep {self.keep} must be >= 1 (encoder graphs kept alive)")
-        if self.doc_segments < 2:
-            raise SqueezeError(f"doc_segments {self.doc_segments} must be >= 2 (memories need a later segment)")
+        if self.raw_window < 0:
+            raise SqueezeError(f"raw_window {self.raw_window} must be >= 0 (earlier segments kept as raw tokens)")
+        if self.doc_segments < self.raw_window + 2:
+            raise SqueezeError(f"doc_segments {self.doc_segments} must be >= raw_window + 2 = {self.raw_window + 2} "
+                               "(a memory is read only by a segment beyond the raw window)")
         if min(self.passkey_frac, self.recall_frac) < 0.0 or self.passkey_frac + self.recall_frac > 1.0:
             raise SqueezeError(f"passkey_frac {self.passkey_frac} and recall_frac {self.recall_frac} must be >= 0 "
                                "with a sum <= 1")
@@ -103,5 +110,7 @@ class UIOConfig:
         if d.get("version") == 2 and "recall_frac" not in d:  # version 2 trained without recall documents
             d = {**d, "version": 3, "recall_frac": 0.0}
         if d.get("version") == 3 and "memory_read" not in d:  # version 3 read memories through k/v LoRA only
-            d = {**d, "version": VERSION, "memory_read": "kv"}
+            d = {**d, "version": 4, "memory_read": "kv"}
+        if d.get("version") == 4 and "raw_window" not in d:  # version 4 kept only the current segment raw
+            d = {**d, "version": VERSION, "raw_window": 0}
         return build_fields(cls, d, "UIO")

@@ -51,13 +51,14 @@ def recall_document(tokens: torch.Tensor, segments: int, segment: int,
 
 
 def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int, passkey_frac: float,
-                   seed: int, recall_frac: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                   seed: int, recall_frac: float = 0.0, raw_window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, weights) of ``batch`` documents of ``segments * segment + 1`` tokens (deterministic in ``seed``).
 
     Each document is a passkey document with probability ``passkey_frac`` (needle anywhere before the
-    last segment), a recall document (:func:`recall_document`) with probability ``recall_frac``, else plain
-    text scored on segments 1.. (segment 0 has no memory to train). Weights sum to 1 per document, so every
-    kind counts equally.
+    last ``raw_window + 1`` segments, so only a memory holds it), a recall document
+    (:func:`recall_document`) with probability ``recall_frac``, else plain text scored on segments
+    ``raw_window + 1``.. (the earlier ones read no memory, so they have nothing to train). Weights sum to 1
+    per document, so every kind counts equally.
     """
     check_text(tokens, segment)
     if passkey_frac + recall_frac > 1.0 + 1e-9:
@@ -68,11 +69,11 @@ def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int
     for _ in range(batch):
         draw = float(torch.rand((), generator=gen))
         if draw < passkey_frac:
-            doc, w, _ = passkey_document(tokens, length, gen, (0, (segments - 1) * segment))
+            doc, w, _ = passkey_document(tokens, length, gen, (0, (segments - 1 - raw_window) * segment))
         elif draw < passkey_frac + recall_frac:
             doc, w = recall_document(tokens, segments, segment, gen)
         else:
-            doc, w = lm_document(tokens, length, gen, segment)
+            doc, w = lm_document(tokens, length, gen, (raw_window + 1) * segment)
         ids.append(doc)
         ws.append(w)
     return torch.stack(ids), torch.stack(ws)

@@ -13,7 +13,9 @@ One frozen base network plays two roles (weights shared; only small LoRA adapter
   key/values** per layer, at compact rotary positions just before the segment (newest memory at -1), as
   in the paper; positions are clamped at the base's trained context, so the oldest memories share one
   position instead of being dropped (the paper stops at its rotary table's length).
-  ``memory_positions="none"`` scores memories without positions instead.
+  ``memory_positions="none"`` scores memories without positions instead. With ``raw_window`` W >= 1 (a
+  deviation, like Activation Beacon's raw window) the decoder also reads the last W segments as raw tokens
+  and compresses a segment only when it leaves that window.
 
 On short inputs (one segment, no memories) the decoder equals the base model exactly. Inference is
 streaming: each token is decoded once and encoded once; the decoder's attention grows only by m
@@ -110,11 +112,12 @@ def encoder_positions(segment: int, memory: int) -> torch.Tensor:
     return torch.cat([torch.arange(segment), (torch.arange(memory) + 1) * span])
 
 
-def memory_positions(n_memories: int, segment: int, context: int) -> torch.Tensor:
-    """Compact rotary positions of ``n_memories`` memories (oldest first) in front of a segment at ``0..L-1``:
-    the newest at -1, the one before at -2, ...; clamped at ``-(context - segment)`` so no query-key offset
-    exceeds the ``context`` positions the base was trained on (older memories then share that position)."""
-    return (torch.arange(n_memories) - n_memories).clamp(min=-(context - segment))
+def memory_positions(n_memories: int, raw: int, context: int) -> torch.Tensor:
+    """Compact rotary positions of ``n_memories`` memories (oldest first) in front of at most ``raw`` raw
+    tokens at ``0..raw-1``: the newest at -1, the one before at -2, ...; clamped at ``-(context - raw)`` so no
+    query-key offset exceeds the ``context`` positions the base was trained on (older memories then share
+    that position)."""
+    return (torch.arange(n_memories) - n_memories).clamp(min=-(context - raw))
 
 
 def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -165,8 +168,12 @@ class MemoryLM(nn.Module):
         super().__init__()
         self.lay = base_layout(base)
         self.base = base.requires_grad_(False)
-        self.cfg, self.segment, self.memory = cfg, cfg.segment, cfg.memory
+        self.cfg, self.segment, self.memory, self.window = cfg, cfg.segment, cfg.memory, cfg.raw_window
         lay, r = self.lay, cfg.lora_rank
+        self.raw_span = (cfg.raw_window + 1) * cfg.segment  # most raw tokens the decoder attends to
+        if self.raw_span > lay.context:
+            raise SqueezeError(f"raw_window {cfg.raw_window} + 1 segments of {cfg.segment} tokens exceed the base's "
+                               f"context of {lay.context}; use a smaller raw_window or --segment")
         self.scale = cfg.lora_alpha / r
         emb = lay.embed.weight.detach()
         self.mem_token = nn.Parameter(emb.mean(0).clone() + 0.02 * torch.randn(lay.dim, device=emb.device))
@@ -234,17 +241,21 @@ class MemoryLM(nn.Module):
         return out
 
     def decode(self, ids: torch.Tensor, memories: Sequence[torch.Tensor] = (),
-               kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+               kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+               window: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) of a segment ``ids`` (B, T <= L) reading earlier ``memories`` (each
-        (layers, B, m, D)) or their already projected prefix ``kv`` (see :meth:`memory_kv`)."""
-        lay = self.lay
-        b, t = ids.shape
+        (layers, B, m, D)) or their already projected prefix ``kv`` (see :meth:`memory_kv`), and the raw
+        tokens ``window`` (B, P) of the segments just before it that are not compressed yet (``raw_window``)."""
+        lay, t = self.lay, ids.shape[1]
+        if window is not None:  # the raw window is decoded with the segment; only the segment's logits return
+            ids = torch.cat([window, ids], dim=1)
+        b, n = ids.shape
         if kv is None and len(memories):
             kv = self.memory_kv(torch.cat(list(memories), dim=2))
-        cos, sin = rope_tables(torch.arange(t, device=ids.device), lay.head_dim, lay.rope_theta)
+        cos, sin = rope_tables(torch.arange(n, device=ids.device), lay.head_dim, lay.rope_theta)
         mem_rope = None
         if kv is not None and self.cfg.memory_positions == "compact":
-            pos = memory_positions(kv[0][0].shape[-2], self.segment, lay.context).to(ids.device)
+            pos = memory_positions(kv[0][0].shape[-2], self.raw_span, lay.context).to(ids.device)
             mem_rope = rope_tables(pos, lay.head_dim, lay.rope_theta)
         rep = lay.heads // lay.kv_heads
         h = lay.embed(ids)
@@ -258,28 +269,34 @@ class MemoryLM(nn.Module):
             mk, mv = kv[i] if kv is not None else (None, None)
             mq = self._heads(self._lora("dec_q", i, x, attn.q_proj.weight), lay.heads) if read else None
             a, from_memory = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope, mq)
-            h = h + attn.o_proj(a.transpose(1, 2).reshape(b, t, -1))
+            h = h + attn.o_proj(a.transpose(1, 2).reshape(b, n, -1))
             if read:  # LoRA on o_proj for the memory part only: o(a) + s B A a_mem
-                a_mem = from_memory.transpose(1, 2).reshape(b, t, -1)
+                a_mem = from_memory.transpose(1, 2).reshape(b, n, -1)
                 h = h + lora_delta(a_mem, self.lora_a["dec_o"][i], self.lora_b["dec_o"][i], self.scale)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return lay.lm_head(lay.norm(h))
+        return lay.lm_head(lay.norm(h[:, n - t:]))
 
     @torch.no_grad()
     def stream(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, N, V) of a long input, segment by segment (each token decoded once, encoded once).
 
         A trailing partial segment is decoded (never dropped); it is not encoded since nothing reads it.
+        With ``raw_window`` W a segment is encoded when it leaves the raw window of the last W segments
+        (the window's tokens are decoded again with each segment: its keys are recomputed, not cached).
         """
         if ids.shape[1] == 0:
             raise SqueezeError("empty input: nothing to decode")
         kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # prefix k/v of all memories so far
+        raw: list[torch.Tensor] = []  # the raw window: the last W full segments, not compressed yet
         logits = []
         for start in range(0, ids.shape[1], self.segment):
             seg = ids[:, start:start + self.segment]
-            logits.append(self.decode(seg, kv=kv))
-            if seg.shape[1] == self.segment and start + self.segment < ids.shape[1]:
-                new = self.memory_kv(self.encode(seg))  # each memory is projected once
+            logits.append(self.decode(seg, kv=kv, window=torch.cat(raw, dim=1) if raw else None))
+            if seg.shape[1] < self.segment or start + self.segment >= ids.shape[1]:
+                break  # nothing reads a later memory
+            raw.append(seg)
+            if len(raw) > self.window:
+                new = self.memory_kv(self.encode(raw.pop(0)))  # each memory is projected once
                 kv = new if kv is None else [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2))
                                              for (k0, v0), (k1, v1) in zip(kv, new)]
         return torch.cat(logits, dim=1)

@@ -73,7 +73,7 @@ class UIOTask:
         c = self.cfg
         for step in range(c.steps_per_epoch):
             yield training_batch(self.tokens, c.batch_size, c.doc_segments, c.segment, c.passkey_frac,
-                                 derived_seed(c.seed, epoch, step), c.recall_frac)
+                                 derived_seed(c.seed, epoch, step), c.recall_frac, c.raw_window)
 
     def train_step(self, ctx: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         from squeeze.train.engine import derived_seed  # noqa: PLC0415
@@ -98,7 +98,7 @@ class UIOTask:
         module.eval()
         ppl = perplexity("uio", module, self.val_tokens, length, self.eval_docs, seed=5)
         acc, digits = passkey_accuracy("uio", module, self.val_tokens, length, self.eval_docs, seed=6,
-                                       hide_beyond=c.segment)
+                                       hide_beyond=(c.raw_window + 1) * c.segment)
         module.train()
         return {"val_ppl": ppl, "val_passkey_acc": acc, "val_passkey_digits": digits}
 

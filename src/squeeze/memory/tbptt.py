@@ -1,7 +1,7 @@
 """Truncated back-propagation through segments with bounded encoder graphs (UIO-LLMs, arXiv 2406.18173).
 
 A document is split into T segments. For segment t the decoder predicts its tokens from the memories
-of segments 0..t-1; the loss is back-propagated at once (decoder parameters get their exact
+of segments 0..t-1 (0..t-W-1 and the raw tokens of the last W with a raw window, a deviation); the loss is back-propagated at once (decoder parameters get their exact
 gradient). Memories enter the decoder as *detached leaves*: the gradient a loss sends to memory s
 piles up in that leaf's ``.grad``. The encoder graph that produced memory s is back-propagated
 ("flushed") with whatever its leaf has gathered when the graph leaves the kept set, so each encoder
@@ -62,8 +62,10 @@ def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mo
     """Forward a batch of documents segment by segment and accumulate gradients as ``mode`` says.
 
     ``ids`` (B, T*L + 1) tokens, ``weights`` (B, T*L + 1) per-target loss weights (position 0 unused).
-    The loss is the weighted mean cross-entropy over segments 1..T-1 (segment 0 has no memory, so no
-    trainable path). Returns that loss. ``backward`` is the engine's backward (``loss.backward``).
+    The loss is the weighted mean cross-entropy over segments W+1..T-1 (with a raw window of W segments,
+    segments 0..W read no memory, so they have no trainable path). Returns that loss. ``backward`` is the
+    engine's backward (``loss.backward``). Memories are offered to the kept set right after their segment is
+    decoded whatever W is, so loss t still finds each of the t memories offered so far kept with ``p_t``.
     """
     if mode not in GRAD_MODES:
         raise SqueezeError(f"grad mode {mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
@@ -71,16 +73,18 @@ def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mo
     n_seg = (ids.shape[1] - 1) // L
     if n_seg < 2 or ids.shape[1] != n_seg * L + 1:
         raise SqueezeError(f"documents must hold T*{L}+1 tokens with T >= 2 segments, got {ids.shape[1]}")
-    total_w = weights[:, L + 1:].sum().clamp_min(1e-8)
+    w_raw = model.window
+    total_w = weights[:, (w_raw + 1) * L + 1:].sum().clamp_min(1e-8)
     bank: list[torch.Tensor] = []  # what the decoder reads: graphs (full-bptt), constants or leaves
     kept: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (segment, encoder graph, leaf)
     full = ids.new_zeros((), dtype=torch.float32)
     seen = 0.0
     for t in range(n_seg):
         seg = ids[:, t * L:(t + 1) * L]
-        if t > 0:
-            mems = [ScaleGrad.apply(m, unbiased_weight(t, keep)) for m in bank] if mode == "uio" else bank
-            logits = model.decode(seg, mems)
+        if t > w_raw:  # reads the memories of segments 0..t-W-1 and the raw segments t-W..t-1
+            read = bank[:t - w_raw]
+            mems = [ScaleGrad.apply(m, unbiased_weight(t, keep)) for m in read] if mode == "uio" else read
+            logits = model.decode(seg, mems, window=ids[:, (t - w_raw) * L:t * L] if w_raw else None)
             tgt, w = ids[:, t * L + 1:(t + 1) * L + 1], weights[:, t * L + 1:(t + 1) * L + 1]
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
             loss = (ce * w.reshape(-1)).sum() / total_w

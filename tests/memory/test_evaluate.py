@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from squeeze.errors import SqueezeError
-from squeeze.memory.evaluate import cost_per_token, passkey_accuracy, passkey_digits, span_end
+from squeeze.memory.evaluate import cost_sweep, passkey_accuracy, passkey_digits, span_end
 from squeeze.zoo.lm_shakespeare import decode, encode
 
 TEXT = encode("Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him. " * 40)
@@ -58,11 +58,22 @@ def test_passkey_digits_reports_where_each_key_starts() -> None:
     assert all(0 <= s < 300 - 64 for s in starts.tolist())
 
 
-def test_cost_per_token_is_the_median_run() -> None:
-    """A fake clock: the runs take 2, 9 (a stall) and 3 seconds; the warm-up is not timed."""
-    ticks = iter([0.0, 2.0, 10.0, 19.0, 30.0, 33.0])
+def test_cost_sweep_takes_the_median_round_of_interleaved_runs() -> None:
+    """A fake clock: the timed runs go round by round (a, 32), (a, 64), (b, 32), (b, 64); one stall per
+    cell is ignored by the median; warm-up and memory runs are not timed."""
     model = nn.Linear(1, 256)  # any network with a context: it is called on (1, n) token ids
     model.arch = SimpleNamespace(context=64)
     model.forward = lambda x: torch.zeros(*x.shape, 256)
-    seconds, mb = cost_per_token("truncated", model, 32, repeats=3, clock=lambda: next(ticks))
-    assert seconds == pytest.approx(3.0 / 32) and mb >= 0.0
+    durations = iter([2.0, 4.0, 6.0, 8.0,  # round 1
+                      90.0, 90.0, 90.0, 90.0,  # round 2: a stalled spell hits every cell once
+                      3.0, 5.0, 7.0, 9.0])  # round 3
+    now = [0.0]
+
+    def clock() -> float:  # start/stop pairs: advance by the next duration on every stop
+        now.append(now[-1] + next(durations) if len(now) % 2 == 0 else now[-1])
+        return now[-1]
+
+    got = cost_sweep({"a": ("truncated", model), "b": ("sliding-window", model)}, (32, 64), repeats=3, clock=clock)
+    assert list(got) == [("a", 32), ("a", 64), ("b", 32), ("b", 64)]
+    for (name, n), want in zip(got, (3.0, 5.0, 7.0, 9.0)):
+        assert got[(name, n)][0] == pytest.approx(want / n) and got[(name, n)][1] >= 0.0

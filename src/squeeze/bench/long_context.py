@@ -80,7 +80,7 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
             val_tokens: torch.Tensor) -> list[dict[str, Any]]:
     """Raw measurements: dicts with method, metric, context_x, value (and full-attention timings)."""
     from squeeze.memory.evaluate import (  # noqa: PLC0415
-        base_context, cost_per_token, passkey_summary, perplexity)
+        base_context, cost_sweep, passkey_summary, perplexity)
 
     ctx = base_context(base)
     every: dict[str, nn.Module] = {**models, **{b: base for b in BASELINES}}
@@ -94,11 +94,13 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
                                   hide_beyond=ctx)
             out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": got.pop("passkey_acc"),
                         **got})
-    full = {x: cost_per_token("full-attention", base, x * ctx, repeats=ev["cost_repeats"]) for x in ev["cost_x"]}
+    timed = {m: (m, every[m]) for m in ("uio", "uio-window", *BASELINES)} | {"full-attention": ("full-attention", base)}
+    cost = cost_sweep(timed, [x * ctx for x in ev["cost_x"]], repeats=ev["cost_repeats"])
     for method in ("uio", "uio-window", *BASELINES):
         for x in ev["cost_x"]:
-            sec, mb = cost_per_token(method, every[method], x * ctx, repeats=ev["cost_repeats"])
-            extra = {"full_attention_sec_per_token": full[x][0], "full_attention_peak_mb": full[x][1]}
+            sec, mb = cost[(method, x * ctx)]
+            full = cost[("full-attention", x * ctx)]
+            extra = {"full_attention_sec_per_token": full[0], "full_attention_peak_mb": full[1]}
             out.append({"method": method, "metric": "sec_per_token", "context_x": x, "value": sec, **extra})
             out.append({"method": method, "metric": "peak_mb", "context_x": x, "value": mb, **extra})
     return out
@@ -133,7 +135,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
                                  ("passkey_acc", "digit_acc_inside_span",
                                   "Passkey digits right when the digit lies inside a memory span"),
                                  ("sec_per_token", "quant",
-                                  f"Seconds per token (median of {info['cost_repeats']} runs of one input)"),
+                                  f"Seconds per token (median of {info['cost_repeats']} interleaved rounds over "
+                                  "methods and lengths, one input each)"),
                                  ("peak_mb", "quant", "Peak extra resident memory (MiB)")):
         sel = [r for r in rows if r["metric"] == metric and field in r]
         xs = sorted({r["context_x"] for r in sel})

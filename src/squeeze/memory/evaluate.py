@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -163,19 +163,34 @@ class _PeakRSS:
 
 
 @torch.no_grad()
-def cost_per_token(method: str, model: nn.Module, length: int, vocab: int = 256, repeats: int = 1,
-                   clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
-    """(seconds per token, peak extra resident MiB) of processing one random input of ``length`` tokens.
+def cost_sweep(runs: dict[str, tuple[str, nn.Module]], lengths: Sequence[int], repeats: int = 1, vocab: int = 256,
+               clock: Callable[[], float] = time.perf_counter) -> dict[tuple[str, int], tuple[float, float]]:
+    """(seconds per token, peak extra resident MiB) of every ``runs`` entry (name -> (method, model)) on one
+    random input of each length, keyed by (name, length).
 
-    The time is the median over ``repeats`` runs, so one run slowed by another process on the machine
-    does not move it (short inputs take tens of milliseconds, where such stalls are common)."""
-    x = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
-    x = x.to(next(model.parameters()).device)
-    logits_of(method, model, x[:, : min(length, 64)])  # warm-up (allocations, kernels)
-    times = []
-    with _PeakRSS() as mem:
-        for _ in range(repeats):
+    The time is the median over ``repeats`` rounds, and every round runs every entry and length once:
+    a slow spell of a shared machine then touches each cell in one round at most, instead of every run of
+    the cells measured during it. Memory is one more, untimed run per cell under the resident-memory
+    sampler, whose polling thread would otherwise slow the timed runs."""
+    inputs = {n: torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0)) for n in lengths}
+    cells = [(name, n) for name in runs for n in lengths]
+
+    def call(name: str, n: int) -> None:
+        method, model = runs[name]
+        logits_of(method, model, inputs[n].to(next(model.parameters()).device))
+
+    for name in runs:  # warm-up (allocations, kernels)
+        method, model = runs[name]
+        logits_of(method, model, inputs[min(lengths)][:, :64].to(next(model.parameters()).device))
+    times: dict[tuple[str, int], list[float]] = {c: [] for c in cells}
+    for _ in range(repeats):
+        for cell in cells:
             start = clock()
-            logits_of(method, model, x)
-            times.append(clock() - start)
-    return statistics.median(times) / length, mem.peak - mem.base
+            call(*cell)
+            times[cell].append(clock() - start)
+    out = {}
+    for cell in cells:
+        with _PeakRSS() as mem:
+            call(*cell)
+        out[cell] = (statistics.median(times[cell]) / cell[1], mem.peak - mem.base)
+    return out

@@ -15,11 +15,10 @@ Rows: ``method`` in uio, uio-biased, full-bptt, detached, uio-window, sliding-wi
 passkey_acc, ppl, sec_per_token, peak_mb; ``context_x``; value in ``quant``; ``fp`` = the truncated
 base model's value for the same metric and length (the reference). Writes long-context.{md,json,png}.
 
-Budget (measured, 1 thread, 2-core machine shared with another job): one training step of 4
-documents x 8 segments x 64 tokens takes ~1.1 s in every mode, so 4 modes x 480 steps ~ 35 min, plus
-6 in-training evaluations per mode (~3 min in all), plus the final evaluation (~65 k perplexity tokens
-and ~140 k passkey tokens per memory model at ~0.4-0.9 ms per token, baselines cheaper, cost sweep
-~1 min): ~45-50 min on 2 CPU cores (<= 60 min).
+Budget (measured on 2 idle CPU threads): training the five memory models (480 steps of 4 documents x 8
+segments x 64 tokens each, with 6 in-training evaluations) took 21 min, and the whole command 29 min
+(<= 60 min); a 1-thread run on a machine shared with another job is about twice as slow. The
+measurements alone (trained models reused) take ~7 min.
 """
 from __future__ import annotations
 

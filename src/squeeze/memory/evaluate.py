@@ -175,22 +175,21 @@ def cost_sweep(runs: dict[str, tuple[str, nn.Module]], lengths: Sequence[int], r
     inputs = {n: torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0)) for n in lengths}
     cells = [(name, n) for name in runs for n in lengths]
 
-    def call(name: str, n: int) -> None:
+    def call(name: str, x: torch.Tensor) -> None:
         method, model = runs[name]
-        logits_of(method, model, inputs[n].to(next(model.parameters()).device))
+        logits_of(method, model, x.to(next(model.parameters()).device))
 
     for name in runs:  # warm-up (allocations, kernels)
-        method, model = runs[name]
-        logits_of(method, model, inputs[min(lengths)][:, :64].to(next(model.parameters()).device))
+        call(name, inputs[min(lengths)][:, :64])
     times: dict[tuple[str, int], list[float]] = {c: [] for c in cells}
     for _ in range(repeats):
-        for cell in cells:
+        for name, n in cells:
             start = clock()
-            call(*cell)
-            times[cell].append(clock() - start)
+            call(name, inputs[n])
+            times[(name, n)].append(clock() - start)
     out = {}
-    for cell in cells:
+    for name, n in cells:
         with _PeakRSS() as mem:
-            call(*cell)
-        out[cell] = (statistics.median(times[cell]) / cell[1], mem.peak - mem.base)
+            call(name, inputs[n])
+        out[(name, n)] = (statistics.median(times[(name, n)]) / n, mem.peak - mem.base)
     return out

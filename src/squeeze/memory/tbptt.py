@@ -1,7 +1,8 @@
 """Truncated back-propagation through segments with bounded encoder graphs (UIO-LLMs, arXiv 2406.18173).
 
 A document is split into T segments. For segment t the decoder predicts its tokens from the memories
-of segments 0..t-1 (0..t-W-1 and the raw tokens of the last W with a raw window, a deviation); the loss is back-propagated at once (decoder parameters get their exact
+of segments 0..t-1 (with a raw window of W segments, a deviation: the memories of 0..t-W-1 and the raw
+tokens of the last W); the loss is back-propagated at once (decoder parameters get their exact
 gradient). Memories enter the decoder as *detached leaves*: the gradient a loss sends to memory s
 piles up in that leaf's ``.grad``. The encoder graph that produced memory s is back-propagated
 ("flushed") with whatever its leaf has gathered when the graph leaves the kept set, so each encoder

@@ -37,7 +37,7 @@ def position_losses(folder: str, length_x: int = 8, n_docs: int = 4) -> dict[str
     starts = range(0, x.shape[1], L)
     ways = {"stream": model.stream(x),
             "alone": torch.cat([model.decode(x[:, s:s + L]) for s in starts], 1),
-            "prev raw": torch.cat([model.decode(x[:, s:s + L], window=x[:, max(0, s - L):s] if s else None)
+            "prev raw": torch.cat([model.decode(x[:, s:s + L], window=x[:, s - L:s] if s else None)
                                    for s in starts], 1)}
     pos = torch.arange(x.shape[1]) % L
     later = torch.arange(x.shape[1]) >= L
@@ -51,7 +51,6 @@ def position_losses(folder: str, length_x: int = 8, n_docs: int = 4) -> dict[str
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: python scripts/uio-position-loss.py RUN_FOLDER [RUN_FOLDER ...]")
-    torch.manual_seed(0)
     heads = [f"{lo}" if hi == lo + 1 else f"{lo}-{hi - 1}" if hi else f"{lo}+" for lo, hi in BUCKETS]
     print("| run | decoded | " + " | ".join(f"pos {h}" for h in heads) + " |")
     print("|---|---|" + "---|" * len(heads))

@@ -93,9 +93,10 @@ def measure(models: dict[str, nn.Module], base: nn.Module, ev: dict[str, Any],
                                   hide_beyond=ctx)
             out.append({"method": method, "metric": "passkey_acc", "context_x": x, "value": got.pop("passkey_acc"),
                         **got})
-    timed = {m: (m, every[m]) for m in ("uio", "uio-window", *BASELINES)} | {"full-attention": ("full-attention", base)}
+    costed = ("uio", "uio-window", *BASELINES)
+    timed = {m: (m, every[m]) for m in costed} | {"full-attention": ("full-attention", base)}
     cost = cost_sweep(timed, [x * ctx for x in ev["cost_x"]], repeats=ev["cost_repeats"])
-    for method in ("uio", "uio-window", *BASELINES):
+    for method in costed:
         for x in ev["cost_x"]:
             sec, mb = cost[(method, x * ctx)]
             full = cost[("full-attention", x * ctx)]

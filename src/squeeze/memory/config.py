@@ -99,6 +99,11 @@ class UIOConfig:
             raise SqueezeError(f"UIO config version {self.version} is not supported (this is {VERSION})")
 
     @property
+    def raw_span(self) -> int:
+        """The most raw tokens the decoder attends to: the raw window plus the current segment."""
+        return (self.raw_window + 1) * self.segment
+
+    @property
     def epochs(self) -> int:
         return self.steps // self.steps_per_epoch
 

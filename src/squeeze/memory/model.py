@@ -170,7 +170,7 @@ class MemoryLM(nn.Module):
         self.base = base.requires_grad_(False)
         self.cfg, self.segment, self.memory, self.window = cfg, cfg.segment, cfg.memory, cfg.raw_window
         lay, r = self.lay, cfg.lora_rank
-        self.raw_span = (cfg.raw_window + 1) * cfg.segment  # most raw tokens the decoder attends to
+        self.raw_span = cfg.raw_span
         if self.raw_span > lay.context:
             raise SqueezeError(f"raw_window {cfg.raw_window} + 1 segments of {cfg.segment} tokens exceed the base's "
                                f"context of {lay.context}; use a smaller raw_window or --segment")

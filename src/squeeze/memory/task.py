@@ -98,7 +98,7 @@ class UIOTask:
         module.eval()
         ppl = perplexity("uio", module, self.val_tokens, length, self.eval_docs, seed=5)
         acc, digits = passkey_accuracy("uio", module, self.val_tokens, length, self.eval_docs, seed=6,
-                                       hide_beyond=(c.raw_window + 1) * c.segment)
+                                       hide_beyond=c.raw_span)
         module.train()
         return {"val_ppl": ppl, "val_passkey_acc": acc, "val_passkey_digits": digits}
 

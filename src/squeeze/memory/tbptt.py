@@ -75,7 +75,7 @@ def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mo
     if n_seg < 2 or ids.shape[1] != n_seg * L + 1:
         raise SqueezeError(f"documents must hold T*{L}+1 tokens with T >= 2 segments, got {ids.shape[1]}")
     w_raw = model.window
-    total_w = weights[:, (w_raw + 1) * L + 1:].sum().clamp_min(1e-8)
+    total_w = weights[:, model.raw_span + 1:].sum().clamp_min(1e-8)
     bank: list[torch.Tensor] = []  # what the decoder reads: graphs (full-bptt), constants or leaves
     kept: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (segment, encoder graph, leaf)
     full = ids.new_zeros((), dtype=torch.float32)

@@ -152,7 +152,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from squeeze.memory.cli import add_train_uio_args
+    from squeeze.memory.cli import add_generate_parser, add_train_uio_args
     from squeeze.methods.hqss.cli import add_train_hqss_args
     from squeeze.methods.undem.cli import add_train_undem_args
     from squeeze.restore.cli import add_restore_parser
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--device", default="cpu")
     up.set_defaults(fn=cmd_upscale)
     add_restore_parser(sub)
+    add_generate_parser(sub)
     bench = sub.add_parser("bench", help="run a benchmark suite and write docs/results")
     bench.add_argument("suite")
     bench.add_argument("--out", default="docs/results")

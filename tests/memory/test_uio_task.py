@@ -34,3 +34,10 @@ def test_train_save_and_reload(tmp_path: Path) -> None:
         load_uio(tmp_path / "nothing", base=base)
     with pytest.raises(SqueezeError, match="shorter than"):
         train_uio(cfg, EngineConfig(tmp_path / "s", progress=False), base=base, tokens=TEXT[:60], val_tokens=TEXT)
+
+
+def test_a_base_that_does_not_read_bytes_is_refused(tmp_path: Path) -> None:
+    base = TinyLlama(LMArch(vocab=32, dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    with pytest.raises(SqueezeError, match="vocabulary of 32.*bytes"):
+        train_uio(UIOConfig(segment=8, memory=2), EngineConfig(tmp_path / "r", progress=False), base=base)
+    assert not (tmp_path / "r").exists()

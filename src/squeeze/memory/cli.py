@@ -44,10 +44,11 @@ def eval_uio(folder: Path, passkey_x: tuple[int, ...] = (4, 8, 16), ppl_x: tuple
     from tqdm import tqdm  # noqa: PLC0415
 
     from squeeze.memory.evaluate import PASSKEY_SEED, PPL_SEED, passkey_summary, perplexity  # noqa: PLC0415
-    from squeeze.memory.task import load_uio  # noqa: PLC0415
+    from squeeze.memory.task import check_byte_base, load_uio  # noqa: PLC0415
     from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
 
     model = load_uio(folder)
+    check_byte_base(model.base, model.cfg.base)
     ctx, val = model.lay.context, split_tokens("val")
     out: dict[str, Any] = {"run": str(folder), "config": model.cfg.to_dict(), "base_context": ctx}
     for x in tqdm(passkey_x, desc="passkey", leave=False):
@@ -56,3 +57,67 @@ def eval_uio(folder: Path, passkey_x: tuple[int, ...] = (4, 8, 16), ppl_x: tuple
     for x in tqdm(ppl_x, desc="perplexity", leave=False):
         out[f"ppl_{x}x"] = perplexity("uio", model, val, x * ctx, ppl_docs, seed=PPL_SEED)
     return out
+
+
+def add_generate_parser(sub: Any) -> None:
+    """Add the ``generate`` sub-command to the top-level sub-parsers ``sub``."""
+    g = sub.add_parser("generate", help="continue a long text prompt with a UIO run (memories) or lm-shakespeare")
+    g.add_argument("model", help="a finished `squeeze train uio` run folder, or lm-shakespeare (the plain base: "
+                   "reads only its last 256 tokens)")
+    source = g.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="prompt text")
+    source.add_argument("--prompt-file", help="UTF-8 text file holding the prompt")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens (0 = all)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true", help="print the text and the context report as one JSON object")
+    g.set_defaults(fn=cmd_generate)
+
+
+def read_prompt(text: str | None, file: str | None) -> str:
+    """The prompt from ``--prompt`` or ``--prompt-file``, with one clear error when it cannot be read."""
+    from squeeze.errors import SqueezeError  # noqa: PLC0415
+
+    if file is None:
+        return text or ""
+    try:
+        return Path(file).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SqueezeError(f"cannot read prompt file {file}: {exc.strerror or exc}; pass a UTF-8 text file") from exc
+    except UnicodeDecodeError as exc:
+        raise SqueezeError(f"prompt file {file} is not UTF-8 text (byte {exc.start}); pass a UTF-8 text file") from exc
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Generate from a UIO run or the lm-shakespeare base; the context report goes to stderr (or into --json)."""
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from squeeze.data.text import encode_bytes  # noqa: PLC0415
+    from squeeze.errors import SqueezeError  # noqa: PLC0415
+    from squeeze.memory.generate import generate_base, generate_memory  # noqa: PLC0415
+    from squeeze.memory.task import META, check_byte_base, load_uio  # noqa: PLC0415
+    from squeeze.zoo.lm_shakespeare import NAME, decode  # noqa: PLC0415
+
+    prompt = encode_bytes(read_prompt(args.prompt, args.prompt_file))
+    options = {"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
+    if (Path(args.model) / META).is_file():
+        model = load_uio(Path(args.model))
+        check_byte_base(model.base, model.cfg.base)
+        new, report = generate_memory(model, prompt, args.max_new_tokens, **options)
+    elif args.model == NAME:
+        from squeeze.zoo.registry import load_model  # noqa: PLC0415
+
+        net = load_model(NAME).model
+        new, report = generate_base(net, net.arch.context, prompt, args.max_new_tokens, name=NAME, **options)
+    else:
+        raise SqueezeError(f"{args.model} is neither a finished `squeeze train uio` run folder ({META} missing) nor "
+                           f"{NAME}; pass one of them")
+    text = decode(new)
+    if args.json:
+        print(json.dumps({"text": text, "context": {**asdict(report), "summary": report.line()}}, indent=2))
+        return
+    print(f"context: {report.line()}", file=sys.stderr)
+    print(text)

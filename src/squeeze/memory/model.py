@@ -286,17 +286,40 @@ class MemoryLM(nn.Module):
         """
         if ids.shape[1] == 0:
             raise SqueezeError("empty input: nothing to decode")
-        kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # prefix k/v of all memories so far
-        raw: list[torch.Tensor] = []  # the raw window: the last W full segments, not compressed yet
+        context = SegmentContext(self)
         logits = []
         for start in range(0, ids.shape[1], self.segment):
             seg = ids[:, start:start + self.segment]
-            logits.append(self.decode(seg, kv=kv, window=torch.cat(raw, dim=1) if raw else None))
+            logits.append(context.decode(seg))
             if seg.shape[1] < self.segment or start + self.segment >= ids.shape[1]:
                 break  # nothing reads a later memory
-            raw.append(seg)
-            if len(raw) > self.window:
-                new = self.memory_kv(self.encode(raw.pop(0)))  # each memory is projected once
-                kv = new if kv is None else [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2))
-                                             for (k0, v0), (k1, v1) in zip(kv, new)]
+            context.push(seg)
         return torch.cat(logits, dim=1)
+
+
+class SegmentContext:
+    """What a :class:`MemoryLM` decoder reads besides its current segment: the projected memories of the
+    compressed segments and the raw window of the last ``raw_window`` segments (streaming inference)."""
+
+    def __init__(self, model: MemoryLM) -> None:
+        self.model = model
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # prefix k/v of all memories so far
+        self.raw: list[torch.Tensor] = []  # the raw window: the last W full segments (B, L), not compressed yet
+        self.compressed = 0  # segments encoded into memories
+
+    @property
+    def raw_tokens(self) -> int:
+        return sum(seg.shape[1] for seg in self.raw)
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of the current segment ``ids`` (B, T <= L) reading this context."""
+        return self.model.decode(ids, kv=self.kv, window=torch.cat(self.raw, dim=1) if self.raw else None)
+
+    def push(self, seg: torch.Tensor) -> None:
+        """A full segment (B, L) enters the raw window; the oldest one leaving it is encoded (projected once)."""
+        self.raw.append(seg)
+        if len(self.raw) > self.model.window:
+            new = self.model.memory_kv(self.model.encode(self.raw.pop(0)))
+            self.kv = new if self.kv is None else [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2))
+                                                   for (k0, v0), (k1, v1) in zip(self.kv, new)]
+            self.compressed += 1

@@ -19,7 +19,7 @@ from torch import nn
 from squeeze.errors import SqueezeError
 from squeeze.memory.config import UIOConfig
 from squeeze.memory.data import training_batch
-from squeeze.memory.model import MemoryLM
+from squeeze.memory.model import MemoryLM, base_layout
 from squeeze.memory.tbptt import tbptt_backward
 from squeeze.train.classifier import lr_factor
 
@@ -39,6 +39,16 @@ def load_base(name: str) -> nn.Module:
     from squeeze.zoo.registry import load_model  # noqa: PLC0415
 
     return load_model(name).model.eval()
+
+
+def check_byte_base(base: nn.Module, name: str) -> None:
+    """Refuse a base whose vocabulary is not bytes: UIO's documents (text, passkeys) are byte tokens, the
+    ``lm-shakespeare`` tokenizer, which another base (e.g. an HF Llama) would read as unrelated tokens."""
+    vocab = base_layout(base).embed.num_embeddings
+    if vocab != 256:
+        raise SqueezeError(f"base {name} has a vocabulary of {vocab}, but UIO training, evaluation and generation "
+                           "read text as bytes (256 ids, the lm-shakespeare tokenizer); use --base lm-shakespeare "
+                           "(documents in an HF base's own tokenizer are not implemented)")
 
 
 class UIOTask:
@@ -111,6 +121,8 @@ def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens
     from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
 
     base = load_base(cfg.base) if base is None else base
+    if tokens is None:  # the byte-level Shakespeare text
+        check_byte_base(base, cfg.base)
     tokens = split_tokens("train") if tokens is None else tokens
     val_tokens = split_tokens("val") if val_tokens is None else val_tokens
     task = UIOTask(cfg, base, tokens, val_tokens)

@@ -36,8 +36,28 @@ def test_train_save_and_reload(tmp_path: Path) -> None:
         train_uio(cfg, EngineConfig(tmp_path / "s", progress=False), base=base, tokens=TEXT[:60], val_tokens=TEXT)
 
 
-def test_a_base_that_does_not_read_bytes_is_refused(tmp_path: Path) -> None:
+def test_a_base_that_cannot_read_its_tokenizer_is_refused(tmp_path: Path) -> None:
     base = TinyLlama(LMArch(vocab=32, dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
-    with pytest.raises(SqueezeError, match="vocabulary of 32.*bytes"):
+    with pytest.raises(SqueezeError, match="vocabulary of 32, smaller than its tokenizer's \\(bytes: 256\\)"):
         train_uio(UIOConfig(segment=8, memory=2), EngineConfig(tmp_path / "r", progress=False), base=base)
     assert not (tmp_path / "r").exists()
+
+
+def test_checkpoints_leave_the_frozen_base_out_and_resume_exactly(tmp_path: Path) -> None:
+    from safetensors import safe_open  # noqa: PLC0415
+
+    from squeeze.train.checkpoint import load_tensors  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    cfg = UIOConfig(segment=32, memory=4, doc_segments=4, steps=4, steps_per_epoch=2, batch_size=2, lr=1e-2,
+                    warmup=1)
+    data = {"base": base, "tokens": TEXT, "val_tokens": TEXT}
+    train_uio(cfg, EngineConfig(tmp_path / "a", progress=False), **data)
+    train_uio(cfg, EngineConfig(tmp_path / "b", progress=False, max_epochs=1), **data)  # stopped after epoch 1
+    with safe_open(str(tmp_path / "b" / "last.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert any(k.startswith("model.lora_b.") for k in keys) and not any(k.startswith("model.base.") for k in keys)
+    train_uio(cfg, EngineConfig(tmp_path / "b", resume=True, progress=False), **data)
+    a, b = load_tensors(tmp_path / "a" / "uio.safetensors"), load_tensors(tmp_path / "b" / "uio.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

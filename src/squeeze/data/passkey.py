@@ -1,4 +1,5 @@
-"""Passkey-retrieval documents over byte tokens (Mohtashami & Jaggi, "Landmark Attention", 2023).
+"""Passkey-retrieval documents (Mohtashami & Jaggi, "Landmark Attention", 2023), over byte tokens or a
+Hugging Face tokenizer's (``tok``, default bytes; the key is always one token per digit).
 
 A **passkey document** is filler text (a random stretch of a token stream) with the sentence
 ``" The pass key is 48213. Remember it. 48213 is the pass key. "`` inserted at a random depth, ending with
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from squeeze.data.text import encode_bytes
+from squeeze.data.tokenizers import BYTES, Tokenizer
 from squeeze.errors import SqueezeError
 
 DIGITS = 5
@@ -17,35 +18,40 @@ QUESTION = " What is the pass key? The pass key is "
 LEAD = " The pass key is "  # the needle's text before the first copy of the key
 
 
-def needle(key: str) -> torch.Tensor:
-    return encode_bytes(f"{LEAD}{key}. Remember it. {key} is the pass key. ")
+def needle(key: str, tok: Tokenizer = BYTES) -> torch.Tensor:
+    """The needle's tokens (with bytes: exactly the text's)."""
+    return torch.cat([tok.encode(LEAD), tok.digits(key), tok.encode(". Remember it. "), tok.digits(key),
+                      tok.encode(" is the pass key. ")])
 
 
-def key_starts(docs: torch.Tensor) -> torch.Tensor:
+def key_starts(docs: torch.Tensor, tok: Tokenizer = BYTES) -> torch.Tensor:
     """(B,) index of the first key digit inside the needle of each passkey document ``docs`` (B, N);
     the key is read from the answer (the last 5 tokens)."""
-    starts = []
+    starts, lead = [], tok.encode(LEAD).numel()
     for doc in docs:
-        pin = needle(bytes(doc[-DIGITS:].tolist()).decode("ascii", "replace")).to(doc.device)
-        hits = (doc.unfold(0, pin.numel(), 1) == pin).all(1).nonzero()
+        try:
+            pin = needle(tok.read_digits(doc[-DIGITS:].cpu()), tok).to(doc.device)
+            hits = (doc.unfold(0, pin.numel(), 1) == pin).all(1).nonzero()
+        except SqueezeError:  # the answer is not digits
+            hits = []
         if not len(hits):
             raise SqueezeError("not a passkey document: its needle is missing")
-        starts.append(int(hits[0]) + len(LEAD))
+        starts.append(int(hits[0]) + lead)
     return torch.tensor(starts)
 
 
-def min_length() -> int:
-    """The shortest passkey document (needle, question and answer, one filler byte)."""
-    return needle("0" * DIGITS).numel() + encode_bytes(QUESTION).numel() + DIGITS + 1
+def min_length(tok: Tokenizer = BYTES) -> int:
+    """The shortest passkey document (needle, question and answer, one filler token)."""
+    return needle("0" * DIGITS, tok).numel() + tok.encode(QUESTION).numel() + DIGITS + 1
 
 
-def passkey_document(filler: torch.Tensor, length: int, gen: torch.Generator,
-                     depth_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
+def passkey_document(filler: torch.Tensor, length: int, gen: torch.Generator, depth_range: tuple[int, int],
+                     tok: Tokenizer = BYTES) -> tuple[torch.Tensor, torch.Tensor, str]:
     """One passkey document of ``length`` tokens: (ids, weights, key); the needle lies at a random
     depth inside the token range ``depth_range = (lo, hi)`` (clamped so it fits before the question).
     ``weights`` is 1/5 on each answer digit, 0 elsewhere."""
     key = "".join(str(int(d)) for d in torch.randint(0, 10, (DIGITS,), generator=gen))
-    pin, tail = needle(key), encode_bytes(QUESTION + key)
+    pin, tail = needle(key, tok), torch.cat([tok.encode(QUESTION), tok.digits(key)])
     room = length - tail.numel() - pin.numel()
     if room <= 0 or filler.numel() <= room:
         raise SqueezeError(f"a passkey document of {length} tokens is too short for the needle and question")

@@ -44,16 +44,16 @@ def eval_uio(folder: Path, passkey_x: tuple[int, ...] = (4, 8, 16), ppl_x: tuple
     from tqdm import tqdm  # noqa: PLC0415
 
     from squeeze.memory.evaluate import PASSKEY_SEED, PPL_SEED, passkey_summary, perplexity  # noqa: PLC0415
-    from squeeze.memory.task import check_byte_base, load_uio  # noqa: PLC0415
-    from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
+    from squeeze.data.tokenizers import load_tokenizer  # noqa: PLC0415
+    from squeeze.memory.task import load_uio, text_tokens  # noqa: PLC0415
 
     model = load_uio(folder)
-    check_byte_base(model.base, model.cfg.base)
-    ctx, val = model.lay.context, split_tokens("val")
+    tok = load_tokenizer(model.cfg.base)
+    ctx, val = model.lay.context, text_tokens(tok, "val")
     out: dict[str, Any] = {"run": str(folder), "config": model.cfg.to_dict(), "base_context": ctx}
     for x in tqdm(passkey_x, desc="passkey", leave=False):
         out[f"passkey_{x}x"] = passkey_summary("uio", model, val, x * ctx, passkey_docs, seed=PASSKEY_SEED,
-                                                  hide_beyond=ctx)
+                                                  hide_beyond=ctx, tok=tok)
     for x in tqdm(ppl_x, desc="perplexity", leave=False):
         out[f"ppl_{x}x"] = perplexity("uio", model, val, x * ctx, ppl_docs, seed=PPL_SEED)
     return out
@@ -95,27 +95,28 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import sys  # noqa: PLC0415
     from dataclasses import asdict  # noqa: PLC0415
 
-    from squeeze.data.text import encode_bytes  # noqa: PLC0415
+    from squeeze.data.tokenizers import BYTES, load_tokenizer  # noqa: PLC0415
     from squeeze.errors import SqueezeError  # noqa: PLC0415
     from squeeze.memory.generate import generate_base, generate_memory  # noqa: PLC0415
-    from squeeze.memory.task import META, check_byte_base, load_uio  # noqa: PLC0415
-    from squeeze.zoo.lm_shakespeare import NAME, decode  # noqa: PLC0415
+    from squeeze.memory.task import META, load_uio  # noqa: PLC0415
+    from squeeze.zoo.lm_shakespeare import NAME  # noqa: PLC0415
 
-    prompt = encode_bytes(read_prompt(args.prompt, args.prompt_file))
+    text = read_prompt(args.prompt, args.prompt_file)
     options = {"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
     if (Path(args.model) / META).is_file():
         model = load_uio(Path(args.model))
-        check_byte_base(model.base, model.cfg.base)
-        new, report = generate_memory(model, prompt, args.max_new_tokens, **options)
+        tok = load_tokenizer(model.cfg.base)
+        new, report = generate_memory(model, tok.encode(text), args.max_new_tokens, **options)
     elif args.model == NAME:
         from squeeze.zoo.registry import load_model  # noqa: PLC0415
 
-        net = load_model(NAME).model
-        new, report = generate_base(net, net.arch.context, prompt, args.max_new_tokens, name=NAME, **options)
+        net, tok = load_model(NAME).model, BYTES
+        new, report = generate_base(net, net.arch.context, tok.encode(text), args.max_new_tokens, name=NAME,
+                                    **options)
     else:
         raise SqueezeError(f"{args.model} is neither a finished `squeeze train uio` run folder ({META} missing) nor "
                            f"{NAME}; pass one of them")
-    text = decode(new)
+    text = tok.decode(new)
     if args.json:
         print(json.dumps({"text": text, "context": {**asdict(report), "summary": report.line()}}, indent=2))
         return

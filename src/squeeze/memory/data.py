@@ -1,7 +1,7 @@
 """Documents for training the memory model: Shakespeare text, passkey retrieval
 (:mod:`squeeze.data.passkey`) and recall documents (earlier segments repeated, UIO-LLMs' segment copy task).
 
-Tokens are bytes (the ``lm-shakespeare`` tokenizer). In a training passkey document the needle always
+Tokens are bytes (the ``lm-shakespeare`` tokenizer) or an HF base's own (``tok``). In a training passkey document the needle always
 lies before the final segment, so reading it needs the memory (or an attention span reaching that far).
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from squeeze.data.passkey import passkey_document
+from squeeze.data.tokenizers import BYTES, Tokenizer
 from squeeze.errors import SqueezeError
 
 
@@ -51,7 +52,8 @@ def recall_document(tokens: torch.Tensor, segments: int, segment: int,
 
 
 def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int, passkey_frac: float,
-                   seed: int, recall_frac: float = 0.0, raw_window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                   seed: int, recall_frac: float = 0.0, raw_window: int = 0,
+                   tok: Tokenizer = BYTES) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, weights) of ``batch`` documents of ``segments * segment + 1`` tokens (deterministic in ``seed``).
 
     Each document is a passkey document with probability ``passkey_frac`` (needle anywhere before the
@@ -69,7 +71,7 @@ def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int
     for _ in range(batch):
         draw = float(torch.rand((), generator=gen))
         if draw < passkey_frac:
-            doc, w, _ = passkey_document(tokens, length, gen, (0, (segments - 1 - raw_window) * segment))
+            doc, w, _ = passkey_document(tokens, length, gen, (0, (segments - 1 - raw_window) * segment), tok)
         elif draw < passkey_frac + recall_frac:
             doc, w = recall_document(tokens, segments, segment, gen)
         else:

@@ -21,6 +21,7 @@ from torch import nn
 
 from squeeze.errors import SqueezeError
 from squeeze.data.passkey import DIGITS, answer_digits, key_starts, passkey_document
+from squeeze.data.tokenizers import BYTES, Tokenizer
 from squeeze.memory.data import check_text
 from squeeze.memory.model import MemoryLM
 
@@ -79,7 +80,7 @@ def perplexity(method: str, model: nn.Module, tokens: torch.Tensor, length: int,
 
 @torch.no_grad()
 def passkey_digits(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int = 0,
-                   hide_beyond: int = 256, batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+                   hide_beyond: int = 256, batch: int = 4, tok: Tokenizer = BYTES) -> tuple[torch.Tensor, torch.Tensor]:
     """Passkey retrieval on ``n_docs`` documents of ``length`` tokens: ``right`` (n_docs, 5) bool, each answer
     digit predicted (greedy, teacher-forced), and ``starts`` (n_docs,), where the key's first copy begins.
     The needle lies at a random depth in the first ``length - hide_beyond`` tokens, out of reach of a model
@@ -87,18 +88,19 @@ def passkey_digits(method: str, model: nn.Module, tokens: torch.Tensor, length: 
     if length <= hide_beyond:
         raise SqueezeError(f"passkey documents of {length} tokens must be longer than hide_beyond={hide_beyond}")
     gen = torch.Generator().manual_seed(seed)
-    docs = torch.stack([passkey_document(tokens, length, gen, (0, length - hide_beyond))[0] for _ in range(n_docs)])
+    docs = torch.stack([passkey_document(tokens, length, gen, (0, length - hide_beyond), tok)[0]
+                        for _ in range(n_docs)])
     dev = next(model.parameters()).device
     right = torch.cat([answer_digits(logits_of(method, model, d[:, :-1]), d).cpu()
                        for d in docs.to(dev).split(batch)])
-    return right, key_starts(docs)
+    return right, key_starts(docs, tok)
 
 
 def passkey_accuracy(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int = 0,
-                     hide_beyond: int = 256, batch: int = 4) -> tuple[float, float]:
+                     hide_beyond: int = 256, batch: int = 4, tok: Tokenizer = BYTES) -> tuple[float, float]:
     """(exact, digit) accuracy of :func:`passkey_digits`: the fraction of documents whose 5 digits are all
     right, and the fraction of single digits right (chance 0.1; it shows partial retrieval)."""
-    right, _ = passkey_digits(method, model, tokens, length, n_docs, seed, hide_beyond, batch)
+    right, _ = passkey_digits(method, model, tokens, length, n_docs, seed, hide_beyond, batch, tok)
     return float(right.all(1).float().mean()), float(right.float().mean())
 
 
@@ -110,11 +112,11 @@ def span_end(starts: torch.Tensor, span: int) -> torch.Tensor:
 
 
 def passkey_summary(method: str, model: nn.Module, tokens: torch.Tensor, length: int, n_docs: int, seed: int,
-                    hide_beyond: int) -> dict[str, float | None]:
+                    hide_beyond: int, tok: Tokenizer = BYTES) -> dict[str, float | None]:
     """``passkey_acc`` (exact), ``digit_acc`` and, for a memory model, the digit accuracy split by where each
     key digit fell in its memory token's span: ``digit_acc_span_end`` (the span's last token) and
     ``digit_acc_inside_span`` (see docs/methods/uio.md: a memory token mostly keeps its span's last token)."""
-    right, starts = passkey_digits(method, model, tokens, length, n_docs, seed, hide_beyond)
+    right, starts = passkey_digits(method, model, tokens, length, n_docs, seed, hide_beyond, tok=tok)
     out = {"passkey_acc": float(right.all(1).float().mean()), "digit_acc": float(right.float().mean())}
     if isinstance(model, MemoryLM):
         end = span_end(starts, model.segment // model.memory)

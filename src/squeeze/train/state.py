@@ -46,9 +46,10 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def save_state(path: Path, module: nn.Module, optimizers: list[torch.optim.Optimizer], identity: dict[str, Any],
-               state: TrainState) -> None:
-    """Atomically write the run state to ``path`` (a ``.safetensors`` file) and a JSON copy beside it."""
-    tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+               state: TrainState, frozen: tuple[str, ...] = ()) -> None:
+    """Atomically write the run state to ``path`` (a ``.safetensors`` file) and a JSON copy beside it;
+    module entries under the ``frozen`` prefixes are left out (the identity pins them)."""
+    tensors = {f"model.{k}": v for k, v in module.state_dict().items() if not k.startswith(frozen)}
     groups = []
     for i, opt in enumerate(optimizers):
         flat, meta = optimizer_to_flat(opt)
@@ -97,8 +98,9 @@ def _short(value: Any) -> str:
 
 
 def load_state(path: Path, module: nn.Module, optimizers: list[torch.optim.Optimizer],
-               identity: dict[str, Any]) -> TrainState:
-    """Verify and restore a checkpoint written by :func:`save_state` into ``module``/``optimizers``."""
+               identity: dict[str, Any], frozen: tuple[str, ...] = ()) -> TrainState:
+    """Verify and restore a checkpoint written by :func:`save_state` into ``module``/``optimizers``
+    (entries under the ``frozen`` prefixes stay as the module has them)."""
     meta = read_meta(path)
     check_identity(path, meta["identity"], identity)
     try:
@@ -112,6 +114,7 @@ def load_state(path: Path, module: nn.Module, optimizers: list[torch.optim.Optim
         raise SqueezeError(f"{path} holds {len(meta['param_groups'])} optimizers, the task has {len(optimizers)}")
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = module.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith(frozen)]
     if missing or unexpected:
         raise SqueezeError(f"{path} does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     for i, opt in enumerate(optimizers):

@@ -25,6 +25,7 @@ from torch import nn
 
 from squeeze.data.passkey import answer_digits, copy_document, min_length, passkey_document
 from squeeze.data.text import encode_bytes
+from squeeze.data.tokenizers import BYTES
 from squeeze.errors import SqueezeError
 from squeeze.zoo.registry import ZooModel, register_model
 
@@ -189,9 +190,7 @@ def _init(m: nn.Module) -> None:
 encode = encode_bytes  # byte-level tokens (int64)
 
 
-def decode(ids: torch.Tensor) -> str:
-    """Text of byte tokens (invalid UTF-8 replaced)."""
-    return bytes(ids.to(torch.uint8).tolist()).decode("utf-8", errors="replace")
+decode = BYTES.decode  # text of byte tokens (invalid UTF-8 replaced)
 
 
 def split_tokens(split: str) -> torch.Tensor:

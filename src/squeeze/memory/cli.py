@@ -116,9 +116,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     else:
         raise SqueezeError(f"{args.model} is neither a finished `squeeze train uio` run folder ({META} missing) nor "
                            f"{NAME}; pass one of them")
-    text = tok.decode(new)
+    continuation = tok.decode(new)
     if args.json:
-        print(json.dumps({"text": text, "context": {**asdict(report), "summary": report.line()}}, indent=2))
+        print(json.dumps({"text": continuation, "context": {**asdict(report), "summary": report.line()}}, indent=2))
         return
     print(f"context: {report.line()}", file=sys.stderr)
-    print(text)
+    print(continuation)

@@ -35,8 +35,10 @@ def test_greedy_generation_equals_streaming_the_whole_sequence(window: int, prom
         assert int(model.stream(seq[None])[0, -1].argmax()) == int(token)
         seq = torch.cat([seq, token[None]])
     n_full = (prompt_len - 1) // 8
-    assert report.compressed_segments == max(0, n_full - window) and report.memory_tokens == 2 * report.compressed_segments
-    assert report.raw_tokens + 8 * report.compressed_segments == prompt_len and report.dropped_tokens == report.dropped_later == 0
+    assert report.compressed_segments == max(0, n_full - window)
+    assert report.memory_tokens == 2 * report.compressed_segments
+    assert report.raw_tokens + 8 * report.compressed_segments == prompt_len
+    assert report.dropped_tokens == report.dropped_later == 0
     assert "nothing is dropped" in report.line() or "directly" in report.line()
 
 
@@ -94,7 +96,8 @@ def test_generate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     bad.write_bytes(b"\xff\xfe abc")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    for argv, message in [(["--prompt-file", str(bad)], "not UTF-8"), (["--prompt-file", str(empty)], "prompt is empty"),
+    for argv, message in [(["--prompt-file", str(bad)], "not UTF-8"),
+                          (["--prompt-file", str(empty)], "prompt is empty"),
                           (["--prompt-file", str(tmp_path / "none.txt")], "cannot read prompt file"),
                           (["--prompt", "x", "--max-new-tokens", "0"], "max-new-tokens")]:
         assert main(["generate", "lm-shakespeare", *argv]) == 2

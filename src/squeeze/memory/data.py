@@ -1,8 +1,9 @@
 """Documents for training the memory model: Shakespeare text, passkey retrieval
 (:mod:`squeeze.data.passkey`) and recall documents (earlier segments repeated, UIO-LLMs' segment copy task).
 
-Tokens are bytes (the ``lm-shakespeare`` tokenizer) or an HF base's own (``tok``). In a training passkey document the needle always
-lies before the final segment, so reading it needs the memory (or an attention span reaching that far).
+Tokens are bytes (the ``lm-shakespeare`` tokenizer) or an HF base's own (``tok``). In a training passkey
+document the needle always lies before the final segment, so reading it needs the memory (or an attention
+span reaching that far).
 """
 from __future__ import annotations
 

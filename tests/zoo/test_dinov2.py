@@ -84,6 +84,12 @@ def test_eval_subset_is_fixed_and_balanced() -> None:
     assert torch.equal(idx, dinov2.eval_indices())
 
 
+def test_holdout_is_fixed_and_outside_the_probe_images() -> None:
+    idx = dinov2.holdout_indices()
+    assert len(idx) == 1000 and len(set(idx.tolist())) == 1000 and torch.equal(idx, dinov2.holdout_indices())
+    assert not set(idx.tolist()) & set(dinov2.probe_subset().tolist())
+
+
 def test_fit_logistic_folds_standardization() -> None:
     gen = torch.Generator().manual_seed(0)
     centers = torch.randn(10, 16, generator=gen) * 4
@@ -112,3 +118,4 @@ def test_committed_probe_record_and_small_eval(zoo_model) -> None:
     assert record["probe_train_images"] == len(dinov2.probe_subset(record["probe_train_images"], record["seed"]))
     top1 = dinov2.dinov2_top1(zoo_model.model, per_class=5)  # 50 fixed test images
     assert 60.0 <= top1 <= 100.0  # the probe scores ~85 %; a wrong head or input transform scores ~10 %
+    assert zoo_model.holdout is dinov2.dinov2_holdout_top1  # SPDFQ's alpha1 is chosen on it (squeeze bench dfq)

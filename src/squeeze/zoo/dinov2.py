@@ -297,11 +297,31 @@ def eval_indices(per_class: int = EVAL_PER_CLASS) -> torch.Tensor:
     return torch.cat(picks).sort().values
 
 
-@torch.no_grad()
 def dinov2_top1(model: nn.Module, per_class: int = EVAL_PER_CLASS, batch_size: int = 50) -> float:
     """Top-1 (%) of ``model`` on the fixed test subset (``10 * per_class`` images, 1000 by default)."""
-    x01, y = load_fashion_mnist("test", normalize=False)
-    idx = eval_indices(per_class)
+    return _top1_on("test", eval_indices(per_class), model, batch_size)
+
+
+HOLDOUT_SEED, HOLDOUT_N = 10_000, 1_000
+
+
+def holdout_indices(n: int = HOLDOUT_N, seed: int = HOLDOUT_SEED) -> torch.Tensor:
+    """``n`` seeded Fashion-MNIST *training* images the probe was not fitted on (outside :func:`probe_subset`)."""
+    used = set(probe_subset().tolist())
+    perm = torch.randperm(len(load_fashion_mnist("train", normalize=False)[1]),
+                          generator=torch.Generator().manual_seed(seed)).tolist()
+    return torch.tensor([i for i in perm if i not in used][:n]).sort().values
+
+
+def dinov2_holdout_top1(model: nn.Module, batch_size: int = 50) -> float:
+    """Top-1 (%) on :func:`holdout_indices` (for choosing hyper-parameters such as SPDFQ's alpha1 without
+    looking at the test set)."""
+    return _top1_on("train", holdout_indices(), model, batch_size)
+
+
+@torch.no_grad()
+def _top1_on(split: str, idx: torch.Tensor, model: nn.Module, batch_size: int) -> float:
+    x01, y = load_fashion_mnist(split, normalize=False)
     model.eval()
     device = model_device(model)
     correct = 0
@@ -463,4 +483,4 @@ def load_dinov2_s14() -> ZooModel:
         "eval_set": meta["eval_set"],
         "probe": f"{meta['probe_train_images']} train images, seed {meta['seed']}, wd {meta['recipe']['weight_decay']}",
         "fp_top1_recorded": str(meta["test_top1"]),
-    })
+    }, holdout=dinov2_holdout_top1)

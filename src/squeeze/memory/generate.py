@@ -93,7 +93,8 @@ def generate_memory(model: MemoryLM, prompt: torch.Tensor, max_new: int, tempera
     current = ids[:, cut:]
     n_mem = context.compressed * model.memory
     positions = model.cfg.memory_positions == "compact"
-    report = ContextReport(f"UIO run ({model.cfg.grad_mode}, segment {L}, memory {model.memory})", ids.shape[1],
+    window = f", raw window {model.window}" if model.window else ""
+    report = ContextReport(f"UIO run ({model.cfg.grad_mode}, segment {L}, memory {model.memory}{window})", ids.shape[1],
                            context.raw_tokens + current.shape[1], context.compressed, n_mem,
                            shared_positions(n_mem, model.raw_span, model.lay.context) if positions else 0,
                            context=model.lay.context)

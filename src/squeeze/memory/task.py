@@ -54,9 +54,8 @@ def check_tokenizer(base: nn.Module, tok: Tokenizer, name: str) -> None:
 def text_tokens(tok: Tokenizer, split: str) -> torch.Tensor:
     """A Shakespeare split (``train``/``val``) as one token stream of ``tok``."""
     from squeeze.data.text import load_shakespeare  # noqa: PLC0415
-    from squeeze.zoo.lm_shakespeare import split_tokens  # noqa: PLC0415
 
-    return split_tokens(split) if tok is BYTES else tok.encode(load_shakespeare(split))
+    return tok.encode(load_shakespeare(split))  # with bytes: lm_shakespeare.split_tokens
 
 
 class UIOTask:

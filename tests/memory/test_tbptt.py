@@ -10,7 +10,9 @@ import torch
 from squeeze.errors import SqueezeError
 from squeeze.memory.config import UIOConfig
 from squeeze.memory.model import MemoryLM
-from squeeze.memory.tbptt import inclusion_probability, reservoir_slot, tbptt_backward, unbiased_weight
+from squeeze.memory.tbptt import (
+    batched_backward, inclusion_probability, read_coefficients, reservoir_slot, tbptt_backward, unbiased_weight,
+)
 from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama
 
 SEG, MEM, N_SEG, KEEP = 4, 2, 6, 2
@@ -131,3 +133,34 @@ def test_bad_documents() -> None:
         tbptt_backward(model, ids[:, :-1], w[:, :-1], "uio", KEEP, random.Random(0))
     with pytest.raises(SqueezeError, match="unknown"):
         tbptt_backward(model, ids, w, "bptt", KEEP, random.Random(0))
+
+
+def _all_grads(model: MemoryLM) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                      for p in model.parameters() if p.requires_grad])
+
+
+@pytest.mark.parametrize("raw_window", [0, 1])
+@pytest.mark.parametrize("mode", ["full-bptt", "detached", "uio-biased", "uio"])
+def test_batched_equals_segment_by_segment(mode: str, raw_window: int) -> None:
+    """Same seed, same kept sets: the batched gradient (every parameter) and loss equal the sequential ones."""
+    model, ids, w = _tiny(raw_window)
+    w = torch.rand(w.shape, generator=torch.Generator().manual_seed(2))  # unequal per-target weights
+    for seed in range(3):
+        grads, losses = [], []
+        for run in (tbptt_backward, batched_backward):
+            model.zero_grad(set_to_none=True)
+            losses.append(run(model, ids, w, mode, KEEP, random.Random(seed)))
+            grads.append(_all_grads(model))
+        assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+        assert _rel(grads[1], grads[0]) < 1e-5
+
+
+def test_read_coefficients_match_the_modes() -> None:
+    c = read_coefficients("uio-biased", 6, 0, 2, random.Random(0))
+    assert c[5].tolist() == [0, 0, 0, 1, 1, 0] and c[1].tolist() == [1, 0, 0, 0, 0, 0]
+    assert read_coefficients("full-bptt", 6, 1, 2, random.Random(0))[5].tolist() == [1, 1, 1, 1, 0, 0]
+    assert read_coefficients("detached", 6, 0, 2, random.Random(0)).abs().sum() == 0
+    uio = read_coefficients("uio", 6, 0, 2, random.Random(4))
+    assert all((row > 0).sum() == min(t, 2) for t, row in enumerate(uio))  # K kept once K were offered
+    assert uio[5].max() == 2.5  # the importance weight t/K

@@ -61,3 +61,20 @@ def test_checkpoints_leave_the_frozen_base_out_and_resume_exactly(tmp_path: Path
     train_uio(cfg, EngineConfig(tmp_path / "b", resume=True, progress=False), **data)
     a, b = load_tensors(tmp_path / "a" / "uio.safetensors"), load_tensors(tmp_path / "b" / "uio.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batched_training_follows_the_segment_by_segment_run(tmp_path: Path) -> None:
+    """``batched=true`` computes the same gradients, so a short run ends at the same adapters (to rounding)."""
+    from squeeze.train.checkpoint import load_tensors  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    runs = {}
+    for batched in (False, True):
+        cfg = UIOConfig(segment=32, memory=4, doc_segments=4, steps=4, steps_per_epoch=2, batch_size=2, lr=1e-2,
+                        warmup=1, batched=batched)
+        train_uio(cfg, EngineConfig(tmp_path / str(batched), progress=False), base=base, tokens=TEXT,
+                  val_tokens=TEXT)
+        runs[batched] = load_tensors(tmp_path / str(batched) / "uio.safetensors")
+    for k, v in runs[False].items():
+        torch.testing.assert_close(runs[True][k], v, rtol=1e-4, atol=1e-5)

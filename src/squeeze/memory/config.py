@@ -7,7 +7,7 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 5  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window
+VERSION = 6  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -36,6 +36,9 @@ class UIOConfig:
             (0, as in the paper: only the current segment is raw; W >= 1 is a deviation that reads the last
             W segments' tokens directly, like Activation Beacon's raw window, and the memories of older ones).
         keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
+        batched: compute the same gradient with all segments of a document in one encoder and one decoder
+            call (``tbptt.batched_backward``: far fewer kernels, but every encoder graph alive at once, so
+            memory grows with ``doc_segments``) instead of segment by segment with at most K graphs alive.
         doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
         recall_frac: fraction of recall documents (earlier segments repeated; the paper code's segment
@@ -54,6 +57,7 @@ class UIOConfig:
     memory_read: str = "kv"
     raw_window: int = 0
     keep: int = 2
+    batched: bool = False
     doc_segments: int = 8
     passkey_frac: float = 0.5
     recall_frac: float = 0.0
@@ -81,6 +85,8 @@ class UIOConfig:
                                "(each memory token summarises segment/memory tokens); e.g. --segment 64 --memory 8")
         if self.lora_rank < 1 or self.lora_alpha <= 0:
             raise SqueezeError("--lora-rank must be >= 1 and lora_alpha > 0")
+        if not isinstance(self.batched, bool):
+            raise SqueezeError(f"batched must be true or false, got {self.batched!r}")
         if self.keep < 1:
             raise SqueezeError(f"--keep {self.keep} must be >= 1 (encoder graphs kept alive)")
         if self.raw_window < 0:
@@ -117,5 +123,7 @@ class UIOConfig:
         if d.get("version") == 3 and "memory_read" not in d:  # version 3 read memories through k/v LoRA only
             d = {**d, "version": 4, "memory_read": "kv"}
         if d.get("version") == 4 and "raw_window" not in d:  # version 4 kept only the current segment raw
-            d = {**d, "version": VERSION, "raw_window": 0}
+            d = {**d, "version": 5, "raw_window": 0}
+        if d.get("version") == 5 and "batched" not in d:  # version 5 always ran segment by segment
+            d = {**d, "version": VERSION, "batched": False}
         return build_fields(cls, d, "UIO")

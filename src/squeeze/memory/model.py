@@ -123,12 +123,15 @@ def memory_positions(n_memories: int, raw: int, context: int) -> torch.Tensor:
 def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                      mem_k: torch.Tensor | None, mem_v: torch.Tensor | None,
                      mem_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     mem_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     mem_q: torch.Tensor | None = None,
+                     mem_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decoder attention over [memory prefix, causal segment] (all (B, H, *, hd)), one softmax over both.
 
     Segment scores use rotary queries and keys. Memory keys are rotated by ``mem_rope`` = (cos, sin) tables
     of their positions (:func:`memory_positions`); without it memory scores use the un-rotated query and key
-    (no position). ``mem_q`` (default ``q``) is the query that scores memories. Returns the attention
+    (no position). ``mem_q`` (default ``q``) is the query that scores memories. ``mem_mask`` (bool, broadcast to
+    (B, H, T, M); True = read) hides padding memories of a batch whose rows read different numbers of
+    memories (every row must keep its raw segment). Returns the attention
     output (B, H, T, hd) and, with memories, the part of it read from them (else None)."""
     qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if mem_k is None:
@@ -142,6 +145,8 @@ def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     else:
         mqr = qr if mem_q is None else apply_rope(mem_q, cos, sin)
         mem = (mqr @ apply_rope(mem_k, *mem_rope).transpose(-1, -2)) * scale
+    if mem_mask is not None:
+        mem = mem.masked_fill(~mem_mask, float("-inf"))
     probs = torch.cat([mem, raw], dim=-1).softmax(dim=-1)
     from_memory = probs[..., :n] @ mem_v
     return from_memory + probs[..., n:] @ v, from_memory
@@ -242,10 +247,11 @@ class MemoryLM(nn.Module):
 
     def decode(self, ids: torch.Tensor, memories: Sequence[torch.Tensor] = (),
                kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-               window: torch.Tensor | None = None) -> torch.Tensor:
+               window: torch.Tensor | None = None, mem_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) of a segment ``ids`` (B, T <= L) reading earlier ``memories`` (each
         (layers, B, m, D)) or their already projected prefix ``kv`` (see :meth:`memory_kv`), and the raw
-        tokens ``window`` (B, P) of the segments just before it that are not compressed yet (``raw_window``)."""
+        tokens ``window`` (B, P) of the segments just before it that are not compressed yet (``raw_window``).
+        ``mem_mask`` (B, M) bool marks the memory slots each row reads (default: all)."""
         lay, t = self.lay, ids.shape[1]
         if window is not None:  # the raw window is decoded with the segment; only the segment's logits return
             ids = torch.cat([window, ids], dim=1)
@@ -258,6 +264,7 @@ class MemoryLM(nn.Module):
             pos = memory_positions(kv[0][0].shape[-2], self.raw_span, lay.context).to(ids.device)
             mem_rope = rope_tables(pos, lay.head_dim, lay.rope_theta)
         rep = lay.heads // lay.kv_heads
+        mask = None if mem_mask is None else mem_mask[:, None, None, :]  # (B, 1, 1, M)
         h = lay.embed(ids)
         read = kv is not None and self.cfg.memory_read == "kvqo"
         for i, layer in enumerate(lay.layers):
@@ -268,7 +275,7 @@ class MemoryLM(nn.Module):
             v = self._heads(attn.v_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
             mk, mv = kv[i] if kv is not None else (None, None)
             mq = self._heads(self._lora("dec_q", i, x, attn.q_proj.weight), lay.heads) if read else None
-            a, from_memory = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope, mq)
+            a, from_memory = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope, mq, mask)
             h = h + attn.o_proj(a.transpose(1, 2).reshape(b, n, -1))
             if read:  # LoRA on o_proj for the memory part only: o(a) + s B A a_mem
                 a_mem = from_memory.transpose(1, 2).reshape(b, n, -1)

@@ -21,7 +21,7 @@ from squeeze.errors import SqueezeError
 from squeeze.memory.config import UIOConfig
 from squeeze.memory.data import training_batch
 from squeeze.memory.model import MemoryLM, base_layout
-from squeeze.memory.tbptt import tbptt_backward
+from squeeze.memory.tbptt import batched_backward, tbptt_backward
 from squeeze.train.classifier import lr_factor
 
 ADAPTERS = "uio.safetensors"
@@ -105,7 +105,8 @@ class UIOTask:
             group["lr"] = self.cfg.lr * lr_factor(ctx.step, ctx.total_steps, self.cfg.warmup)
         ids, weights = (t.to(ctx.device) for t in batch)
         rng = random.Random(derived_seed(self.cfg.seed, ctx.step, 31))
-        loss = tbptt_backward(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward)
+        step = batched_backward if self.cfg.batched else tbptt_backward
+        loss = step(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         return {"loss": loss}
 

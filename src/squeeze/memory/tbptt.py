@@ -52,6 +52,17 @@ def reservoir_slot(t: int, keep: int, rng: random.Random) -> int | None:
     return j if j < keep else None
 
 
+def _segments(model: MemoryLM, ids: torch.Tensor, mode: str) -> int:
+    """Number of segments T of documents ``ids`` (B, T*L + 1), or one error line."""
+    if mode not in GRAD_MODES:
+        raise SqueezeError(f"grad mode {mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
+    L = model.segment
+    n_seg = (ids.shape[1] - 1) // L
+    if n_seg < 2 or ids.shape[1] != n_seg * L + 1:
+        raise SqueezeError(f"documents must hold T*{L}+1 tokens with T >= 2 segments, got {ids.shape[1]}")
+    return n_seg
+
+
 def _flush(graph: torch.Tensor, leaf: torch.Tensor, backward: Callable[[torch.Tensor], None]) -> None:
     """Back-propagate an encoder graph with the gradient its memory leaf has gathered."""
     if leaf.grad is not None:
@@ -68,12 +79,7 @@ def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mo
     engine's backward (``loss.backward``). Memories are offered to the kept set right after their segment is
     decoded whatever W is, so loss t still finds each of the t memories offered so far kept with ``p_t``.
     """
-    if mode not in GRAD_MODES:
-        raise SqueezeError(f"grad mode {mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
-    L = model.segment
-    n_seg = (ids.shape[1] - 1) // L
-    if n_seg < 2 or ids.shape[1] != n_seg * L + 1:
-        raise SqueezeError(f"documents must hold T*{L}+1 tokens with T >= 2 segments, got {ids.shape[1]}")
+    L, n_seg = model.segment, _segments(model, ids, mode)
     w_raw = model.window
     total_w = weights[:, model.raw_span + 1:].sum().clamp_min(1e-8)
     bank: list[torch.Tensor] = []  # what the decoder reads: graphs (full-bptt), constants or leaves
@@ -130,3 +136,74 @@ def _add_memory(mem: torch.Tensor, t: int, mode: str, keep: int, rng: random.Ran
         kept[slot] = (t, mem, leaf)
     else:
         kept.append((t, mem, leaf))
+
+
+# ----------------------------------------------------------------------------- batched execution
+def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random.Random) -> torch.Tensor:
+    """(T, T) factor ``c[t, s]`` on the gradient loss t sends into memory s under ``mode``.
+
+    The same bookkeeping as :func:`tbptt_backward`, as a table: loss t reads memories ``0..t-W-1`` and
+    finds kept what the mode's kept set holds after the offers of memories ``0..t-1``; a kept memory gets
+    the factor 1 (``uio``: the importance weight ``max(1, t/K)``), any other 0. ``rng`` is drawn exactly as
+    :func:`tbptt_backward` draws it, so the same seed gives the same kept sets.
+    """
+    coef = torch.zeros(n_seg, n_seg)
+    kept: list[int] = []  # segments whose encoder graphs are kept (uio: by reservoir slot)
+    offered = 0
+    for t in range(window + 1, n_seg):
+        read = t - window  # loss t reads memories 0..read-1
+        if mode == "full-bptt":
+            coef[t, :read] = 1.0
+            continue
+        while mode != "detached" and offered < t:  # the offers made before loss t: memories 0..t-1
+            slot = len(kept) if mode == "uio-biased" else reservoir_slot(offered, keep, rng)
+            if slot is not None and slot < len(kept):
+                kept[slot] = offered
+            elif slot is not None:
+                kept = (kept + [offered])[-keep:]  # FIFO drops the oldest; a reservoir never overflows here
+            offered += 1
+        factor = unbiased_weight(t, keep) if mode == "uio" else 1.0
+        for s in kept:
+            if s < read:
+                coef[t, s] = factor
+    return coef
+
+
+def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
+                     rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> float:
+    """:func:`tbptt_backward`'s gradient computed with every segment of a document in one batch.
+
+    The encoder does not read earlier memories, so all segments are encoded in one call, and every scored
+    segment is decoded in one call that reads its own earlier memories (right-aligned, padding masked).
+    Which gradient reaches which memory is :func:`read_coefficients`' table, applied by
+    ``m.detach() + (m - m.detach()) * c``: the value is ``m`` exactly, the gradient is scaled by ``c``. For the
+    same ``rng`` the gradient equals :func:`tbptt_backward`'s up to float rounding. It runs far fewer, larger
+    kernels, but keeps every encoder graph alive at once: memory grows with T instead of staying bounded by
+    K (the paper's reason for the incremental scheme), so it suits short training documents.
+    """
+    L, n_seg, W, m = model.segment, _segments(model, ids, mode), model.window, model.memory
+    coef = read_coefficients(mode, n_seg, W, keep, rng)
+    b, rows = ids.shape[0], n_seg - W - 1  # decoded segments t = W+1..T-1; row r reads memories 0..r
+    segs = ids[:, :n_seg * L].view(b, n_seg, L)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and mode != "detached"):
+        mem = model.encode(segs[:, :rows].reshape(b * rows, L)).unflatten(1, (b, rows))  # (layers, B, rows, m, D)
+    # slot j of row r holds memory j - (rows-1-r); negative = padding. Right-aligned, so the newest memory
+    # always sits at position -1 and every row's positions equal the sequential decoder's.
+    src = torch.arange(rows)[None, :] - (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows)
+    valid = src >= 0
+    src = src.clamp(min=0)
+    factor = torch.where(valid, coef[W + 1:].gather(1, src), 0.0).to(mem)  # (rows, rows)
+    picked = mem[:, :, src.to(mem.device)]  # (layers, B, rows, rows, m, D)
+    const = picked.detach()
+    picked = const + (picked - const) * factor.view(1, 1, rows, rows, 1, 1)
+    read = picked.flatten(3, 4).flatten(1, 2)  # (layers, B*rows, rows*m, D)
+    mask = valid.repeat_interleave(m, dim=1).to(ids.device).repeat(b, 1)  # (B*rows, rows*m)
+    window = None
+    if W:  # row r's raw window: segments r+1..r+W
+        window = torch.stack([segs[:, r + 1:r + 1 + W].reshape(b, W * L) for r in range(rows)], 1).flatten(0, 1)
+    logits = model.decode(segs[:, W + 1:].reshape(b * rows, L), [read], window=window, mem_mask=mask)
+    tgt, w = ids[:, (W + 1) * L + 1:], weights[:, (W + 1) * L + 1:]  # (B, rows*L), targets of segments W+1..T-1
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
+    loss = (ce * w.reshape(-1)).sum() / w.sum().clamp_min(1e-8)
+    backward(loss)
+    return loss.item()

@@ -20,6 +20,9 @@ are alive at once (memory bounded). The gradient modes differ only in which grap
   t sends into the memory leaves by ``1/p_t = max(1, t/K)`` gives
   ``E[sum 1{s kept at t} c_{s,t} / p_t] = sum c_{s,t}``: unbiased, with the same weight for every
   memory at step t. The paper's code keeps the reservoir but does not reweight (biased as well).
+
+:func:`batched_backward` computes the same gradient with every segment of a document in one encoder and one
+decoder call (``UIOConfig.batched``): fewer, larger kernels, all encoder graphs alive at once.
 """
 from __future__ import annotations
 
@@ -148,6 +151,8 @@ def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random
     :func:`tbptt_backward` draws it, so the same seed gives the same kept sets.
     """
     coef = torch.zeros(n_seg, n_seg)
+    if mode == "detached":
+        return coef
     kept: list[int] = []  # segments whose encoder graphs are kept (uio: by reservoir slot)
     offered = 0
     for t in range(window + 1, n_seg):
@@ -155,7 +160,7 @@ def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random
         if mode == "full-bptt":
             coef[t, :read] = 1.0
             continue
-        while mode != "detached" and offered < t:  # the offers made before loss t: memories 0..t-1
+        while offered < t:  # the offers made before loss t: memories 0..t-1
             slot = len(kept) if mode == "uio-biased" else reservoir_slot(offered, keep, rng)
             if slot is not None and slot < len(kept):
                 kept[slot] = offered

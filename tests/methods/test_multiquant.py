@@ -155,3 +155,20 @@ def test_train_eval_resume_refusals(tmp_path: Path) -> None:
     with pytest.raises(SqueezeError, match="already holds"):
         train_multiquant(cfg, EngineConfig(run, progress=False), float_net=_float_net(), float_top1=50.0)
     assert (run / CHECKPOINT).read_bytes() == ckpt
+
+
+def test_branch_noise_breaks_the_tie_of_tiled_branches() -> None:
+    """Plain tiling starts every branch as the float weights; branch_noise perturbs B1..B3 independently."""
+    float_net = _float_net()
+    w = float_net.layer1[0].conv1.weight.detach()
+    for noise in (0.0, 0.1):
+        net = MultiBitResNet(TINY, MultiQuantConfig(branch_noise=noise))
+        net.init_from_float(float_net, noise, seed=3)
+        branches = net.layer1[0].conv1.weight.detach().unflatten(0, (4, len(w)))
+        assert torch.equal(branches[0], w)  # B0 runs alone at 2 bits: always the float copy
+        for k in (1, 2, 3):
+            rel = float((branches[k] - w).std() / w.std())
+            assert rel == pytest.approx(noise, abs=0.03)
+        assert torch.equal(branches[1], branches[2]) == (noise == 0.0)
+    with pytest.raises(SqueezeError, match="branch_noise"):
+        MultiQuantConfig(branch_noise=-0.1)

@@ -58,6 +58,10 @@ class MultiQuantConfig:
         train_bits: bit widths trained at each step; 0 = all of ``bits`` (the paper). ``k >= 2``: the
             teacher, the smallest width and ``k - 2`` others drawn at random each step (cheaper).
         partial_ratio: width of the odd-bit partial branch relative to a full branch.
+        branch_noise: at the float start, add independent Gaussian noise of this std (relative to each
+            layer's float weight std) to the weights of branches B1..B3 (B0, which runs alone at 2 bits, stays
+            the float copy). Without it B1 and B2, which the amortized table always uses together, get
+            identical gradients and stay identical (docs/methods/multiquant.md). 0 = plain tiling.
         epochs, batch_size, subset: schedule; ``subset`` training images per epoch (0 = all), a fresh
             random subset every epoch.
         lr, momentum, weight_decay: SGD for weights and batch norms (cosine to 0, per step).
@@ -72,6 +76,7 @@ class MultiQuantConfig:
     teacher_bits: int = 8
     train_bits: int = 0
     partial_ratio: float = 0.75
+    branch_noise: float = 0.0
     epochs: int = 3
     batch_size: int = 128
     subset: int = 0
@@ -101,6 +106,8 @@ class MultiQuantConfig:
             raise SqueezeError(f"train_bits={self.train_bits} must be 0 (all) or 2..{len(self.bits)}")
         if not 0.0 < self.partial_ratio <= 1.0:
             raise SqueezeError("partial_ratio must be in (0, 1]")
+        if self.branch_noise < 0:
+            raise SqueezeError(f"branch_noise {self.branch_noise} must be >= 0 (std relative to the weights')")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.quant_lr <= 0:
             raise SqueezeError("epochs, batch_size, lr and quant_lr must be positive")
         if self.subset < 0 or self.eval_subset < 0:

@@ -53,10 +53,15 @@ class BranchConv2d(nn.Module):
         self.bits, self.plan = bits, plan
 
     @torch.no_grad()
-    def init_from_float(self, conv: nn.Conv2d) -> None:
-        """Tile a float conv into every branch; the partial branch takes its leading channels."""
+    def init_from_float(self, conv: nn.Conv2d, noise: float = 0.0, gen: torch.Generator | None = None) -> None:
+        """Tile a float conv into every branch; the partial branch takes its leading channels. ``noise`` > 0
+        adds independent N(0, (noise * std(w))^2) to every branch but the first (drawn from ``gen``, on CPU)."""
         w = conv.weight.detach().to(self.weight)
-        self.weight.copy_(w.repeat(self.branches, 1, 1, 1))
+        tiled = w.repeat(self.branches, 1, 1, 1)
+        if noise > 0 and self.branches > 1:
+            n = len(w)
+            tiled[n:] += noise * w.std() * torch.randn(tiled[n:].shape, generator=gen).to(w)
+        self.weight.copy_(tiled)
         lo, hi = weight_range_init(w)  # identical for every branch: they start as copies
         self.w_lo[: self.branches].fill_(float(lo))
         self.w_hi[: self.branches].fill_(float(hi))

@@ -115,19 +115,21 @@ class MultiBitResNet(nn.Module):
         return self.fc(pooled.unflatten(1, (-1, self.arch.widths[-1])).mean(1))
 
     @torch.no_grad()
-    def init_from_float(self, net: ResNetFmnist) -> None:
-        """Copy the float stem/classifier and tile every float body layer into the branches (spec section 8)."""
+    def init_from_float(self, net: ResNetFmnist, noise: float = 0.0, seed: int = 0) -> None:
+        """Copy the float stem/classifier and tile every float body layer into the branches (spec section 8);
+        ``noise``: see ``MultiQuantConfig.branch_noise`` (drawn from ``seed``, the same on every process)."""
+        gen = torch.Generator().manual_seed(seed)
         self.conv1.load_state_dict(net.conv1.state_dict())
         self.bn1.load_state_dict(net.bn1.state_dict())
         self.fc.load_state_dict(net.fc.state_dict())
         for mine, theirs in zip((self.layer1, self.layer2, self.layer3), (net.layer1, net.layer2, net.layer3)):
             for mb, fb in zip(mine, theirs):
-                mb.conv1.init_from_float(fb.conv1)
-                mb.conv2.init_from_float(fb.conv2)
+                mb.conv1.init_from_float(fb.conv1, noise, gen)
+                mb.conv2.init_from_float(fb.conv2, noise, gen)
                 mb.bn1.init_from_float(fb.bn1)
                 mb.bn2.init_from_float(fb.bn2)
                 if mb.shortcut is not None:
-                    mb.shortcut[0].init_from_float(fb.shortcut[0])
+                    mb.shortcut[0].init_from_float(fb.shortcut[0], noise, gen)
                     mb.shortcut[1].init_from_float(fb.shortcut[1])
 
     def quantizer_parameters(self) -> list[nn.Parameter]:

@@ -71,7 +71,7 @@ class MultiQuantTask:
 
     def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
         net = MultiBitResNet(self.float_net.arch, self.cfg)
-        net.init_from_float(self.float_net)
+        net.init_from_float(self.float_net, self.cfg.branch_noise, self.cfg.seed)
         quant = net.quantizer_parameters()
         ids = {id(p) for p in quant}
         decay = [p for p in net.parameters() if id(p) not in ids and p.ndim > 1]

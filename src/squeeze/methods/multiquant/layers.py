@@ -62,7 +62,7 @@ class BranchConv2d(nn.Module):
             n = len(w)
             tiled[n:] += noise * w.std() * torch.randn(tiled[n:].shape, generator=gen).to(w)
         self.weight.copy_(tiled)
-        lo, hi = weight_range_init(w)  # identical for every branch: they start as copies
+        lo, hi = weight_range_init(w)  # identical for every branch: they start as (perturbed) copies of w
         self.w_lo[: self.branches].fill_(float(lo))
         self.w_hi[: self.branches].fill_(float(hi))
         if self.partial_weight is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from squeeze.data.fashion_mnist import load_fashion_mnist
 from squeeze.methods.multiquant.network import MultiBitResNet
@@ -21,21 +20,10 @@ from squeeze.methods.multiquant.run import load_run
 
 
 @torch.no_grad()
-def branch_features(net: MultiBitResNet, x: torch.Tensor) -> torch.Tensor:
-    """Pooled features (N, branches_used, width) at the current bit width, before the branch average."""
-    stem = F.relu(net.bn1(net.conv1(x)))
-    h = stem.repeat(1, net.plan.full, 1, 1)
-    if net.plan.partial:
-        h = torch.cat([h, stem[:, : net.partial[0]]], dim=1)
-    h = net.layer3(net.layer2(net.layer1(h)))
-    return h.mean((2, 3)).unflatten(1, (-1, net.arch.widths[-1]))
-
-
-@torch.no_grad()
 def branch_top1(net: MultiBitResNet, x: torch.Tensor, y: torch.Tensor, bits: int) -> dict[str, float]:
     """Top-1 (%) per active branch and for the average, at activation width ``bits``."""
     net.set_bits(bits)
-    feats = torch.cat([branch_features(net, x[i:i + 500]) for i in range(0, len(x), 500)])
+    feats = torch.cat([net.branch_features(x[i:i + 500]) for i in range(0, len(x), 500)])
     names = [f"B{net.plan.start + i}" for i in range(net.plan.full)] + (["P"] if net.plan.partial else [])
     out = {name: 100.0 * (net.fc(feats[:, i]).argmax(-1) == y).float().mean().item() for i, name in enumerate(names)}
     out["average"] = 100.0 * (net.fc(feats.mean(1)).argmax(-1) == y).float().mean().item()

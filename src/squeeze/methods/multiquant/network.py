@@ -104,15 +104,19 @@ class MultiBitResNet(nn.Module):
             if m is not self and hasattr(m, "configure"):
                 m.configure(bits, self.plan)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) images -> (N, classes) logits at the current bit width."""
+    def branch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) images -> (N, branches_used, width) pooled features of each active branch
+        (the partial branch's last conv already widens it to the full width)."""
         stem = F.relu(self.bn1(self.conv1(x)))
         h = stem.repeat(1, self.plan.full, 1, 1)
         if self.plan.partial:
             h = torch.cat([h, stem[:, : self.partial[0]]], dim=1)
         h = self.layer3(self.layer2(self.layer1(h)))
-        pooled = h.mean((2, 3))  # (N, branches_used * width); the partial part is already full width
-        return self.fc(pooled.unflatten(1, (-1, self.arch.widths[-1])).mean(1))
+        return h.mean((2, 3)).unflatten(1, (-1, self.arch.widths[-1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) images -> (N, classes) logits at the current bit width (branches averaged)."""
+        return self.fc(self.branch_features(x).mean(1))
 
     @torch.no_grad()
     def init_from_float(self, net: ResNetFmnist, noise: float = 0.0, seed: int = 0) -> None:

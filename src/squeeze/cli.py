@@ -151,20 +151,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
               methods=[m for m in args.methods.split(",") if m] or None, workers=args.workers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from squeeze.memory.cli import add_generate_parser, add_train_uio_args
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from squeeze.memory.cli import add_train_uio_args
     from squeeze.methods.hqss.cli import add_train_hqss_args
     from squeeze.methods.undem.cli import add_train_undem_args
-    from squeeze.restore.cli import add_restore_parser
-    from squeeze.sparse.cli import add_check_nm_parser, add_train_nm_args
+    from squeeze.sparse.cli import add_train_nm_args
 
-    parser = argparse.ArgumentParser(prog="squeeze", description="Compress PyTorch models and measure them honestly.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    zoo = sub.add_parser("zoo", help="model zoo")
-    zoo.add_argument("action", choices=["list"])
-    zoo.add_argument("pattern", nargs="?", default="*")
-    zoo.set_defaults(fn=cmd_zoo)
-    sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
     train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train a method "
                            "(multiquant, nm, uio, undem, hqss)")
     train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14, edsr-x2, edsr-x4, "
@@ -189,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_undem_args(train)
     add_train_hqss_args(train)
     train.set_defaults(fn=cmd_train)
+
+
+def _add_run_folder_parsers(sub: argparse._SubParsersAction) -> None:
+    """quantize, eval, export and run: a post-training run folder from its creation to ONNX Runtime."""
     q = sub.add_parser("quantize", help="post-training quantization of MODEL")
     q.add_argument("model", help="zoo name (squeeze zoo list), timm:NAME@weights.safetensors or an HF folder")
     q.add_argument("--method", required=True)
@@ -217,17 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("dir", help="a run folder after `squeeze export DIR --format onnx`")
     rn.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
     rn.set_defaults(fn=cmd_run)
-    add_check_nm_parser(sub)
-    up = sub.add_parser("upscale", help="super-resolve an image with an SR zoo model or a quantized run folder")
-    up.add_argument("model", help="edsr-x2, edsr-x4 or a folder written by `squeeze quantize`")
-    up.add_argument("input", help="input image (PNG, JPEG, ...)")
-    up.add_argument("output", help="output PNG (written atomically)")
-    up.add_argument("--tile", type=int, default=128, help="tile size in input pixels (bounds memory)")
-    up.add_argument("--overlap", type=int, default=16, help="context pixels around each tile")
-    up.add_argument("--device", default="cpu")
-    up.set_defaults(fn=cmd_upscale)
-    add_restore_parser(sub)
-    add_generate_parser(sub)
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="run a benchmark suite and write docs/results")
     bench.add_argument("suite")
     bench.add_argument("--out", default="docs/results")
@@ -243,6 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cached-only", action="store_true",
                        help="write results from the cells/runs already finished, listing the missing ones")
     bench.set_defaults(fn=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from squeeze.memory.cli import add_generate_parser
+    from squeeze.restore.cli import add_restore_parser
+    from squeeze.sparse.cli import add_check_nm_parser
+
+    parser = argparse.ArgumentParser(prog="squeeze", description="Compress PyTorch models and measure them honestly.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    zoo = sub.add_parser("zoo", help="model zoo")
+    zoo.add_argument("action", choices=["list"])
+    zoo.add_argument("pattern", nargs="?", default="*")
+    zoo.set_defaults(fn=cmd_zoo)
+    sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
+    _add_train_parser(sub)
+    _add_run_folder_parsers(sub)
+    add_check_nm_parser(sub)
+    up = sub.add_parser("upscale", help="super-resolve an image with an SR zoo model or a quantized run folder")
+    up.add_argument("model", help="edsr-x2, edsr-x4 or a folder written by `squeeze quantize`")
+    up.add_argument("input", help="input image (PNG, JPEG, ...)")
+    up.add_argument("output", help="output PNG (written atomically)")
+    up.add_argument("--tile", type=int, default=128, help="tile size in input pixels (bounds memory)")
+    up.add_argument("--overlap", type=int, default=16, help="context pixels around each tile")
+    up.add_argument("--device", default="cpu")
+    up.set_defaults(fn=cmd_upscale)
+    add_restore_parser(sub)
+    add_generate_parser(sub)
+    _add_bench_parser(sub)
     return parser
 
 

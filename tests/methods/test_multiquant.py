@@ -172,3 +172,28 @@ def test_branch_noise_breaks_the_tie_of_tiled_branches() -> None:
         assert torch.equal(branches[1], branches[2]) == (noise == 0.0)
     with pytest.raises(SqueezeError, match="branch_noise"):
         MultiQuantConfig(branch_noise=-0.1)
+
+
+def test_partial_logits_are_the_classifier_on_the_partial_branch_alone() -> None:
+    """``with_partial`` returns the partial branch's own logits at odd widths (what partial_loss trains), None at
+    even ones, and leaves the network's logits unchanged; only odd widths' partial weights get its gradient."""
+    net = MultiBitResNet(TINY, MultiQuantConfig())
+    net.init_from_float(_float_net())
+    net.eval()
+    x = torch.randn(3, 1, 28, 28)
+    for bits in (3, 4):
+        net.set_bits(bits)
+        logits, partial = net(x, with_partial=True)
+        assert torch.equal(logits, net(x))
+        feats = net.branch_features(x)
+        if bits % 2:
+            assert torch.allclose(partial, net.fc(feats[:, -1]), atol=1e-6)
+            partial.sum().backward()
+            conv = net.layer1[0].conv1
+            assert conv.partial_weight.grad.abs().sum() > 0
+            assert conv.weight.grad.abs().sum() == 0  # the partial branch alone reads no full branch
+            net.zero_grad(set_to_none=True)
+        else:
+            assert partial is None
+    with pytest.raises(SqueezeError, match="partial_loss"):
+        MultiQuantConfig(partial_loss=-1.0)

@@ -62,6 +62,9 @@ class MultiQuantConfig:
             layer's float weight std) to the weights of branches B1..B3 (B0, which runs alone at 2 bits, stays
             the float copy). Without it B1 and B2, which the amortized table always uses together, get
             identical gradients and stay identical (docs/methods/multiquant.md). 0 = plain tiling.
+        partial_loss: at odd bit widths, add this weight times the same loss on the classifier applied to the
+            partial branch's features alone, so the partial branch also learns to work as a network of its
+            own (a deviation; the paper trains only the average). 0 = off.
         epochs, batch_size, subset: schedule; ``subset`` training images per epoch (0 = all), a fresh
             random subset every epoch.
         lr, momentum, weight_decay: SGD for weights and batch norms (cosine to 0, per step).
@@ -77,6 +80,7 @@ class MultiQuantConfig:
     train_bits: int = 0
     partial_ratio: float = 0.75
     branch_noise: float = 0.0
+    partial_loss: float = 0.0
     epochs: int = 3
     batch_size: int = 128
     subset: int = 0
@@ -108,6 +112,8 @@ class MultiQuantConfig:
             raise SqueezeError("partial_ratio must be in (0, 1]")
         if self.branch_noise < 0:
             raise SqueezeError(f"branch_noise {self.branch_noise} must be >= 0 (std relative to the weights')")
+        if self.partial_loss < 0:
+            raise SqueezeError(f"partial_loss {self.partial_loss} must be >= 0 (weight of the partial branch's own loss)")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.quant_lr <= 0:
             raise SqueezeError("epochs, batch_size, lr and quant_lr must be positive")
         if self.subset < 0 or self.eval_subset < 0:

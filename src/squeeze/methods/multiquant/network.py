@@ -114,9 +114,15 @@ class MultiBitResNet(nn.Module):
         h = self.layer3(self.layer2(self.layer1(h)))
         return h.mean((2, 3)).unflatten(1, (-1, self.arch.widths[-1]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) images -> (N, classes) logits at the current bit width (branches averaged)."""
-        return self.fc(self.branch_features(x).mean(1))
+    def forward(self, x: torch.Tensor, with_partial: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, in_chans, H, W) images -> (N, classes) logits at the current bit width (branches averaged).
+        ``with_partial``: also return the classifier's logits on the partial branch alone (None at even widths)."""
+        feats = self.branch_features(x)
+        logits = self.fc(feats.mean(1))
+        if not with_partial:
+            return logits
+        return logits, (self.fc(feats[:, -1]) if self.plan.partial else None)
 
     @torch.no_grad()
     def init_from_float(self, net: ResNetFmnist, noise: float = 0.0, seed: int = 0) -> None:

@@ -124,9 +124,11 @@ class MultiQuantTask:
             last = i == len(bits_now) - 1
             # DDP: accumulate every width's gradients locally, all-reduce once with the last backward
             with ctx.no_sync(not last):
-                logits = ctx.model(x)
+                logits, partial = ctx.model(x, with_partial=True)
                 use_teacher = teacher if self.cfg.distill else None
                 loss = distill_loss(logits, y, use_teacher)
+                if partial is not None and self.cfg.partial_loss:
+                    loss = loss + self.cfg.partial_loss * distill_loss(partial, y, use_teacher)
                 ctx.backward(loss)
             if bits == self.cfg.teacher_bits:
                 teacher = logits.detach()

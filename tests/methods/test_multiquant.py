@@ -129,6 +129,7 @@ def test_step_bits_sampling() -> None:
     ({"bits": "1,2,8"}, "outside 2..8"), ({"bits": "2,4,9"}, "outside 2..8"),
     ({"bits": "2,3,4"}, "lacks the distillation teacher"), ({"bits": "2,x"}, "comma list"),
     ({"variant": "nope"}, "variant"), ({"teacher_bits": 4, "bits": "2,4,8"}, "widest"),
+    ({"partial_init": "leadng"}, "partial_init"),
 ])
 def test_bad_config(bad: dict, match: str) -> None:
     with pytest.raises(SqueezeError, match=match):

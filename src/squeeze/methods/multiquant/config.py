@@ -7,6 +7,7 @@ from typing import Any
 from squeeze.errors import SqueezeError
 
 VARIANTS = ("multiquant", "any-precision", "multiquant-no-amortization", "multiquant-no-distill")
+PARTIAL_INITS = ("leading", "importance")
 BRANCHES = 4  # G: the body is duplicated into 4 independent branches (8 bits = 4 x 2-bit branches)
 MIN_BITS, MAX_BITS = 2, 8
 # Amortized selection (paper table): first branch of the contiguous run used at each activation bit width.
@@ -65,6 +66,9 @@ class MultiQuantConfig:
         partial_loss: at odd bit widths, add this weight times the same loss on the classifier applied to the
             partial branch's features alone, so the partial branch also learns to work as a network of its
             own (a deviation; the paper trains only the average). 0 = off.
+        partial_init: which float channels the partial branch starts from: ``leading`` (the first ones of
+            every layer) or ``importance`` (the float network's channels are first reordered, exactly, so
+            that the leading ones carry the most signal on one training batch; ``reorder.py``).
         epochs, batch_size, subset: schedule; ``subset`` training images per epoch (0 = all), a fresh
             random subset every epoch.
         lr, momentum, weight_decay: SGD for weights and batch norms (cosine to 0, per step).
@@ -81,6 +85,7 @@ class MultiQuantConfig:
     partial_ratio: float = 0.75
     branch_noise: float = 0.0
     partial_loss: float = 0.0
+    partial_init: str = "leading"
     epochs: int = 3
     batch_size: int = 128
     subset: int = 0
@@ -114,6 +119,8 @@ class MultiQuantConfig:
             raise SqueezeError(f"branch_noise {self.branch_noise} must be >= 0 (std relative to the weights')")
         if self.partial_loss < 0:
             raise SqueezeError(f"partial_loss {self.partial_loss} must be >= 0 (weight of the partial branch's own loss)")
+        if self.partial_init not in PARTIAL_INITS:
+            raise SqueezeError(f"partial_init {self.partial_init!r} is unknown; use one of {', '.join(PARTIAL_INITS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.quant_lr <= 0:
             raise SqueezeError("epochs, batch_size, lr and quant_lr must be positive")
         if self.subset < 0 or self.eval_subset < 0:

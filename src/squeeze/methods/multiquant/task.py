@@ -13,6 +13,7 @@ from squeeze.devices import model_device
 from squeeze.methods.multiquant.config import MultiQuantConfig
 from squeeze.methods.multiquant.network import MultiBitResNet
 from squeeze.methods.multiquant.quantizers import soft_cross_entropy
+from squeeze.methods.multiquant.reorder import order_by_importance
 from squeeze.train.classifier import augmented_batches, lr_factor
 from squeeze.train.engine import StepContext, derived_seed
 from squeeze.zoo.resnet_fmnist import ResNetFmnist
@@ -71,7 +72,10 @@ class MultiQuantTask:
 
     def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
         net = MultiBitResNet(self.float_net.arch, self.cfg)
-        net.init_from_float(self.float_net, self.cfg.branch_noise, self.cfg.seed)
+        start = self.float_net
+        if self.cfg.multi_branch and self.cfg.partial_init == "importance":
+            start = order_by_importance(self.float_net, next(iter(self.batches(-1, 0, 1)))[0])
+        net.init_from_float(start, self.cfg.branch_noise, self.cfg.seed)
         quant = net.quantizer_parameters()
         ids = {id(p) for p in quant}
         decay = [p for p in net.parameters() if id(p) not in ids and p.ndim > 1]

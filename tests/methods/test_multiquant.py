@@ -11,17 +11,19 @@ from squeeze.errors import SqueezeError
 from squeeze.methods.multiquant import MultiBitResNet, MultiQuantConfig, branch_plan, eval_run, train_multiquant
 from squeeze.methods.multiquant import layers as mq_layers
 from squeeze.methods.multiquant.quantizers import quantize_activation, quantize_weight
-from squeeze.methods.multiquant.task import step_bits
+from squeeze.methods.multiquant.reorder import channel_scores, order_by_importance
+from squeeze.methods.multiquant.task import MultiQuantTask, step_bits
 from squeeze.train.engine import EngineConfig
 from squeeze.train.state import CHECKPOINT
 from squeeze.zoo.resnet_fmnist import ResNetFmnistArch, build_resnet_fmnist
 
 TINY = ResNetFmnistArch(widths=(4, 8, 8), blocks=1)
+TWO_BLOCKS = ResNetFmnistArch(widths=(4, 8, 8), blocks=2)  # identity blocks too, for the channel reordering
 
 
-def _float_net() -> torch.nn.Module:
+def _float_net(arch: ResNetFmnistArch = TINY) -> torch.nn.Module:
     torch.manual_seed(0)
-    net = build_resnet_fmnist(TINY)
+    net = build_resnet_fmnist(arch)
     with torch.no_grad():  # non-trivial batch-norm statistics, so tiling them is actually checked
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -198,3 +200,34 @@ def test_partial_logits_are_the_classifier_on_the_partial_branch_alone() -> None
             assert partial is None
     with pytest.raises(SqueezeError, match="partial_loss"):
         MultiQuantConfig(partial_loss=-1.0)
+
+
+def test_reordered_network_computes_the_same_logits() -> None:
+    net, x = _float_net(TWO_BLOCKS), torch.randn(16, 1, 28, 28)
+    ordered = order_by_importance(net, x)
+    with torch.no_grad():
+        torch.testing.assert_close(ordered(x), net(x), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(ordered.conv1.weight, net.conv1.weight)  # something was actually permuted
+    assert torch.equal(net.conv1.weight, _float_net(TWO_BLOCKS).conv1.weight)  # the input network is left as it was
+
+
+def test_leading_channels_score_highest_after_reordering() -> None:
+    net, x = _float_net(TWO_BLOCKS), torch.randn(16, 1, 28, 28)
+    stream, inner = channel_scores(order_by_importance(net, x), x)
+    before_stream, before_inner = channel_scores(net, x)
+    flat = lambda s, i: s + [t for stage in i for t in stage]  # noqa: E731
+    for after, before in zip(flat(stream, inner), flat(before_stream, before_inner)):
+        torch.testing.assert_close(after, before.sort(descending=True).values)
+
+
+def test_partial_init_importance_starts_the_partial_branch_from_the_reordered_network() -> None:
+    net = _float_net(TWO_BLOCKS)
+    data = (torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    cfg = MultiQuantConfig(bits=(2, 3, 8), partial_init="importance", batch_size=16)
+    task = MultiQuantTask(cfg, net, "tag", data, data)
+    mq, _ = task.build()
+    ordered = order_by_importance(net, next(iter(task.batches(-1, 0, 1)))[0])
+    p = mq.partial[0]
+    torch.testing.assert_close(mq.layer1[0].conv1.partial_weight, ordered.layer1[0].conv1.weight[:p, :p])
+    leading, _ = MultiQuantTask(MultiQuantConfig(bits=(2, 3, 8), batch_size=16), net, "tag", data, data).build()
+    torch.testing.assert_close(leading.layer1[0].conv1.partial_weight, net.layer1[0].conv1.weight[:p, :p])

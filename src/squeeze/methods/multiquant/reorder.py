@@ -43,8 +43,8 @@ def channel_scores(net: ResNetFmnist, x: torch.Tensor) -> tuple[list[torch.Tenso
             score = _rms(h) if s == 0 else 0.0
             stage_inner = []
             for block in stage:
-                a = F.relu(block.bn1(block.conv1(h)))
-                stage_inner.append(_rms(a) * block.conv2.weight.flatten(2).transpose(0, 1).flatten(1).norm(dim=1))
+                a = F.relu(block.bn1(block.conv1(h)))  # (N, width, H, W) inner activation
+                stage_inner.append(_rms(a) * block.conv2.weight.transpose(0, 1).flatten(1).norm(dim=1))
                 h = block(h)
                 score = score + _rms(h)
             stream.append(score)

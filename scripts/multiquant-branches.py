@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import torch
 
+from squeeze.bench.multiquant import BENCH_CONFIG
 from squeeze.data.fashion_mnist import load_fashion_mnist
 from squeeze.methods.multiquant.network import MultiBitResNet
-from squeeze.bench.multiquant import BENCH_CONFIG
 from squeeze.methods.multiquant.run import load_float, load_run
 from squeeze.methods.multiquant.task import MultiQuantTask
 from squeeze.train.checkpoint import fingerprint

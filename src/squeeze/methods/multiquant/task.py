@@ -74,7 +74,7 @@ class MultiQuantTask:
         net = MultiBitResNet(self.float_net.arch, self.cfg)
         start = self.float_net
         if self.cfg.multi_branch and self.cfg.partial_init == "importance":
-            start = order_by_importance(self.float_net, next(iter(self.batches(-1, 0, 1)))[0])
+            start = order_by_importance(self.float_net, self._start_images())
         net.init_from_float(start, self.cfg.branch_noise, self.cfg.seed)
         quant = net.quantizer_parameters()
         ids = {id(p) for p in quant}
@@ -94,10 +94,14 @@ class MultiQuantTask:
         yield from augmented_batches(self.data, self.cfg.batch_size, epoch, self.cfg.seed, rank, world,
                                      self._epoch_size(), hflip=True)
 
+    def _start_images(self) -> torch.Tensor:
+        """The one training batch that sets the start (channel order, quantizer ranges); the same on every rank."""
+        return next(iter(self.batches(-1, 0, 1)))[0]
+
     @torch.no_grad()
     def prepare(self, module: nn.Module, device: torch.device) -> None:
         """Paper init of activation ranges: one no-grad training batch per bit width."""
-        x, _ = next(iter(self.batches(-1, 0, 1)))
+        x = self._start_images()
         was_training = module.training
         module.train()
         convs = [m for m in module.modules() if hasattr(m, "init_activations")]

@@ -118,6 +118,26 @@ def test_without_quantization_the_topology_is_the_float_network(monkeypatch: pyt
                 assert torch.allclose(net(x), ref, atol=1e-5), (variant, bits)
 
 
+def test_partial_widths_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``partial_widths`` sets the partial branch's width per stage; at full width (identity quantizers) the
+    partial branch is one more copy of the float body, so odd widths reproduce the float network too."""
+    assert MultiBitResNet(TINY, MultiQuantConfig()).partial == [3, 6, 6]  # partial_ratio 0.75
+    net = MultiBitResNet(TINY, MultiQuantConfig(partial_widths="4,6,8"))
+    assert net.partial == [4, 6, 8] and net.layer2[0].conv1.partial_weight.shape[:2] == (6, 4)
+    for bad in ((4, 6), (4, 9, 8)):
+        with pytest.raises(SqueezeError, match="one width per stage"):
+            MultiBitResNet(TINY, MultiQuantConfig(partial_widths=bad))
+    monkeypatch.setattr(mq_layers, "quantize_weight", lambda w, lo, hi, bits: w)
+    monkeypatch.setattr(mq_layers, "quantize_activation", lambda x, lo, hi, bits: x)
+    ref_net, x = _float_net(), torch.randn(4, 1, 28, 28)
+    net = MultiBitResNet(TINY, MultiQuantConfig(partial_widths=TINY.widths))
+    net.init_from_float(ref_net)
+    net.eval()
+    for bits in (3, 5, 7):
+        net.set_bits(bits)
+        torch.testing.assert_close(net(x), ref_net(x), rtol=1e-5, atol=1e-5)
+
+
 def test_step_bits_sampling() -> None:
     bits = (2, 3, 4, 5, 6, 7, 8)
     assert step_bits(bits, 0, 5, 0) == [8, 7, 6, 5, 4, 3, 2]
@@ -131,7 +151,8 @@ def test_step_bits_sampling() -> None:
     ({"bits": "1,2,8"}, "outside 2..8"), ({"bits": "2,4,9"}, "outside 2..8"),
     ({"bits": "2,3,4"}, "lacks the distillation teacher"), ({"bits": "2,x"}, "comma list"),
     ({"variant": "nope"}, "variant"), ({"teacher_bits": 4, "bits": "2,4,8"}, "widest"),
-    ({"partial_init": "leadng"}, "partial_init"),
+    ({"partial_init": "leadng"}, "partial_init"), ({"partial_widths": "4,x"}, "comma list"),
+    ({"partial_widths": [4, 0, 8]}, "positive"),
 ])
 def test_bad_config(bad: dict, match: str) -> None:
     with pytest.raises(SqueezeError, match=match):

@@ -43,6 +43,18 @@ def parse_bits(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
     return tuple(bits)
 
 
+def parse_widths(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """``"16,24,48"`` (or a sequence) -> per-stage partial branch widths; empty stays empty."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        widths = tuple(int(w) for w in items if str(w).strip())
+    except (TypeError, ValueError) as exc:
+        raise SqueezeError(f"partial_widths {value!r} is not a comma list of channel counts, e.g. 16,24,48") from exc
+    if any(w < 1 for w in widths):
+        raise SqueezeError(f"partial_widths {value!r} must be positive channel counts, e.g. 16,24,48")
+    return widths
+
+
 @dataclass
 class MultiQuantConfig:
     """One arbitrary-bit-width training run (MultiQuant, its ablations, or the Any-Precision baseline).
@@ -59,6 +71,8 @@ class MultiQuantConfig:
         train_bits: bit widths trained at each step; 0 = all of ``bits`` (the paper). ``k >= 2``: the
             teacher, the smallest width and ``k - 2`` others drawn at random each step (cheaper).
         partial_ratio: width of the odd-bit partial branch relative to a full branch.
+        partial_widths: the partial branch's width per stage, overriding ``partial_ratio`` (the authors'
+            CIFAR ResNet-20 uses 16,24,48 for stages of 16/32/64); empty = ``partial_ratio`` of every stage.
         branch_noise: at the float start, add independent Gaussian noise of this std (relative to each
             layer's float weight std) to the weights of branches B1..B3 (B0, which runs alone at 2 bits, stays
             the float copy). Without it B1 and B2, which the amortized table always uses together, get
@@ -83,6 +97,7 @@ class MultiQuantConfig:
     teacher_bits: int = 8
     train_bits: int = 0
     partial_ratio: float = 0.75
+    partial_widths: tuple[int, ...] = ()
     branch_noise: float = 0.0
     partial_loss: float = 0.0
     partial_init: str = "leading"
@@ -115,6 +130,7 @@ class MultiQuantConfig:
             raise SqueezeError(f"train_bits={self.train_bits} must be 0 (all) or 2..{len(self.bits)}")
         if not 0.0 < self.partial_ratio <= 1.0:
             raise SqueezeError("partial_ratio must be in (0, 1]")
+        self.partial_widths = parse_widths(self.partial_widths)
         if self.branch_noise < 0:
             raise SqueezeError(f"branch_noise {self.branch_noise} must be >= 0 (std relative to the weights')")
         if self.partial_loss < 0:
@@ -143,6 +159,7 @@ class MultiQuantConfig:
         d = asdict(self)
         d.pop("extra")
         d["bits"] = list(self.bits)
+        d["partial_widths"] = list(self.partial_widths)
         return d
 
     @classmethod

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from squeeze.errors import SqueezeError
 from squeeze.methods.multiquant.config import BRANCHES, BranchPlan, MultiQuantConfig, branch_plan
 from squeeze.methods.multiquant.layers import BranchConv2d, SwitchableBatchNorm2d
 from squeeze.zoo.resnet_fmnist import ResNetFmnist, ResNetFmnistArch
@@ -64,6 +65,16 @@ class MultiBitBlock(nn.Module):
         return F.relu(out + identity)
 
 
+def partial_widths(widths: tuple[int, ...], cfg: MultiQuantConfig) -> list[int]:
+    """Per-stage width of the odd-bit partial branch: ``cfg.partial_widths``, else ``partial_ratio`` of each."""
+    if not cfg.partial_widths:
+        return [max(1, round(cfg.partial_ratio * w)) for w in widths]
+    if len(cfg.partial_widths) != len(widths) or any(p > w for p, w in zip(cfg.partial_widths, widths)):
+        raise SqueezeError(f"partial_widths {list(cfg.partial_widths)} must give one width per stage, each at most "
+                           f"the stage's {list(widths)}")
+    return list(cfg.partial_widths)
+
+
 class MultiBitResNet(nn.Module):
     """A ResNet-20-shaped network that runs at any bit width of ``cfg.bits`` (call :meth:`set_bits`)."""
 
@@ -74,7 +85,7 @@ class MultiBitResNet(nn.Module):
         branches = BRANCHES if cfg.multi_branch else 1
         wbits = 2 if cfg.multi_branch else None  # MultiQuant: weights fixed at 2 bits; Any-Precision: switched
         odd = cfg.multi_branch and any(b % 2 for b in cfg.bits)
-        self.partial = [max(1, round(cfg.partial_ratio * w)) if odd else 0 for w in arch.widths]
+        self.partial = partial_widths(arch.widths, cfg) if odd else [0] * len(arch.widths)
         w1 = arch.widths[0]
         self.conv1 = nn.Conv2d(arch.in_chans, w1, 3, 1, 1, bias=False)  # float, shared
         self.bn1 = nn.BatchNorm2d(w1)
@@ -96,8 +107,6 @@ class MultiBitResNet(nn.Module):
     def set_bits(self, bits: int) -> None:
         """Run at activation bit width ``bits`` (one of the trained widths) from now on."""
         if bits not in self.plans:
-            from squeeze.errors import SqueezeError  # noqa: PLC0415
-
             raise SqueezeError(f"this network was trained for bit widths {list(self.bits_list)}, not {bits}")
         self.bits, self.plan = bits, self.plans[bits]
         for m in self.modules():

@@ -31,13 +31,18 @@ def branch_plan(bits: int, amortize: bool) -> BranchPlan:
     return BranchPlan(start, bits // 2, bits % 2 == 1)
 
 
+def _int_list(value: str | list[int] | tuple[int, ...], name: str, example: str) -> list[int]:
+    """``"2,3,4"`` (or a sequence) -> the integers in order; one clear error naming ``name`` for bad input."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return [int(v) for v in items if str(v).strip()]
+    except (TypeError, ValueError) as exc:
+        raise SqueezeError(f"{name} {value!r} is not a comma list of integers, e.g. {example}") from exc
+
+
 def parse_bits(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
     """``"2,3,4"`` (or a sequence) -> sorted unique bit widths; one clear error for bad input."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        bits = sorted({int(b) for b in items if str(b).strip()})
-    except ValueError as exc:
-        raise SqueezeError(f"--bits {text!r} is not a comma list of integers, e.g. 2,3,4,5,6,7,8") from exc
+    bits = sorted(set(_int_list(text, "--bits", "2,3,4,5,6,7,8")))
     if not bits:
         raise SqueezeError("--bits is empty; give bit widths such as 2,3,4,5,6,7,8")
     return tuple(bits)
@@ -45,11 +50,7 @@ def parse_bits(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
 
 def parse_widths(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
     """``"16,24,48"`` (or a sequence) -> per-stage partial branch widths; empty stays empty."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    try:
-        widths = tuple(int(w) for w in items if str(w).strip())
-    except (TypeError, ValueError) as exc:
-        raise SqueezeError(f"partial_widths {value!r} is not a comma list of channel counts, e.g. 16,24,48") from exc
+    widths = tuple(_int_list(value, "partial_widths", "16,24,48"))
     if any(w < 1 for w in widths):
         raise SqueezeError(f"partial_widths {value!r} must be positive channel counts, e.g. 16,24,48")
     return widths

@@ -25,11 +25,11 @@ COMMAND = "squeeze bench multiquant"
 # Budget (docs/methods/multiquant.md): 2 epochs x 19,200 images = 300 steps of 128 per variant; each step
 # trains the teacher (8 bits), 2 bits and one other width drawn from 3..7. 400 steps measured ~105 min.
 # partial_loss=1 and partial_init=importance (deviations, docs/methods/multiquant.md): the partial branch is
-# also trained alone and starts from the float network's most active channels; the Any-Precision baseline
-# has no partial branch and ignores both.
+# also trained alone and starts from the float network's most active channels. partial_widths: the authors'
+# CIFAR ResNet-20 widths. The Any-Precision baseline has no partial branch and ignores all three.
 BENCH_CONFIG = MultiQuantConfig(bits=(2, 3, 4, 5, 6, 7, 8), train_bits=3, epochs=2, subset=19200, batch_size=128,
                                 lr=0.01, quant_lr=1e-4, eval_subset=2000, seed=0, partial_loss=1.0,
-                                partial_init="importance")
+                                partial_init="importance", partial_widths=(16, 24, 48))
 QUICK_CONFIG = replace(BENCH_CONFIG, epochs=1, subset=256, eval_subset=200)
 QUICK_TEST_IMAGES = 500
 
@@ -106,7 +106,9 @@ def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str, missi
         f"widths per step (the widest, the narrowest and random others), SGD lr {cfg.lr} cosine, seed {cfg.seed}. "
         f"MultiQuant variants add {cfg.partial_loss} x the loss of the partial branch alone at odd widths "
         f"(`partial_loss`) and start the partial branch from the float channels chosen by "
-        f"`partial_init={cfg.partial_init}`; both are deviations. "
+        f"`partial_init={cfg.partial_init}`; both are deviations. Partial branch widths per stage: "
+        f"{'/'.join(map(str, cfg.partial_widths)) or f'{cfg.partial_ratio} of each stage'} "
+        "(the authors' CIFAR ResNet-20 uses 16/24/48). "
         "`train s` is training time of the variant. All rows are fake-quant simulations. "
         "Deviations from the paper: docs/methods/multiquant.md.", "",
         *([f"**Not run yet** (results written with `--cached-only`): {', '.join(missing)}.", ""] if missing else []),

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from squeeze import runner
 from squeeze.cli import main
+from squeeze.dfq import load_synthetic
+from squeeze.train.checkpoint import umask_mode
+from squeeze.zoo.registry import load_model
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -35,6 +41,27 @@ def test_quantize_then_eval_reproduces(tmp_path: Path, capsys) -> None:
     # an existing output folder is not overwritten without --force
     assert "already exists" in _error(capsys, ["quantize", "vit-fmnist", "--method", "rtn", "--wbits", "4",
                                                "--abits", "8", "--out", str(out)])
+
+
+def test_data_free_quantize_saves_its_images_for_reuse(tmp_path: Path, capsys, monkeypatch) -> None:
+    out, again = tmp_path / "noise", tmp_path / "again"
+    # what is checked here is the files, not accuracy: skip the 10,000-image evaluations
+    monkeypatch.setattr(runner, "load_model", lambda name: replace(load_model(name), evaluate=lambda model: 0.0))
+    code = main(["quantize", "vit-fmnist", "--data", "synthetic:noise", "--method", "rtn", "--wbits", "8",
+                 "--abits", "8", "--set", "n_images=4", "--out", str(out)])
+    if code == 2 and "checkpoint missing" in capsys.readouterr().err:
+        pytest.skip("vit-fmnist checkpoint not available")
+    assert code == 0 and "synthetic.png" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["calibration"]["source"] == "synthetic:noise" and report["calibration"]["images"] == 4
+    assert (out / "synthetic.png").stat().st_size > 0
+    assert out.stat().st_mode & 0o777 == umask_mode(folder=True)  # not mkdtemp's private 0700
+    saved = load_synthetic(out, (1, 28, 28))
+    # the same images calibrate another run, which records where they came from
+    assert main(["quantize", "vit-fmnist", "--method", "spdfq", "--wbits", "8", "--abits", "8", "--set",
+                 "backend=rtn", "--set", f"synthetic={out}", "--out", str(again)]) == 0
+    assert json.loads((again / "report.json").read_text())["calibration"]["reused"] == str(out)
+    assert torch.equal(load_synthetic(again).images, saved.images)
 
 
 @pytest.mark.parametrize("argv, needle", [

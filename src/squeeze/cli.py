@@ -30,6 +30,7 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_zoo(args: argparse.Namespace) -> None:
+    """``squeeze zoo list``: the registered models with their descriptions."""
     from squeeze.zoo.registry import list_models
 
     for name, desc in list_models(args.pattern).items():
@@ -37,6 +38,7 @@ def cmd_zoo(args: argparse.Namespace) -> None:
 
 
 def cmd_methods(_args: argparse.Namespace) -> None:
+    """``squeeze methods``: the registered compression methods with their papers."""
     from squeeze.config import list_methods
 
     for name, desc in list_methods().items():
@@ -53,6 +55,7 @@ _TRAIN_GLUE = {
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """``squeeze train``: a zoo recipe, or a training method (multiquant, nm, uio, undem, hqss)."""
     from squeeze.methods.multiquant import VARIANTS
     from squeeze.train.engine import EngineConfig
 
@@ -81,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
+    """``squeeze quantize``: post-training quantization of a model, written to ``--out``."""
     from squeeze.config import make_config
     from squeeze.report import format_table
     from squeeze.runner import run_quantize
@@ -100,9 +104,12 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     print(format_table([row], ["model", "method", "wbits", "abits", "calib", "seed", "metric", "fp", "quant",
                                "delta", "seconds", "peak_rss_mb", "size_ratio"]))
     print(f"wrote {args.out}/report.json and {args.out}/model.safetensors")
+    if "calibration" in row:
+        print(f"synthetic calibration images: {args.out}/synthetic.png (reuse: --set synthetic={args.out})")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    """``squeeze eval``: re-measure a saved run (quantized model, MultiQuant or UIO run folder)."""
     from squeeze.memory.task import META
     from squeeze.methods.multiquant.run import RESULT, eval_run
     from squeeze.runner import run_eval
@@ -121,6 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    """``squeeze export``: write a saved run as an ONNX file."""
     from squeeze.deploy.runner import export_run
 
     deploy = export_run(Path(args.dir), nearest=args.nearest, int4_weight=args.int4_weight)
@@ -129,12 +137,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    """``squeeze run``: evaluate an exported run in ONNX Runtime."""
     from squeeze.deploy.runner import run_artifact
 
     print(json.dumps(run_artifact(Path(args.dir), threads=args.threads), indent=2))
 
 
 def cmd_upscale(args: argparse.Namespace) -> None:
+    """``squeeze upscale``: super-resolve an image file with an SR model or run."""
     from squeeze.sr_upscale import upscale
 
     out = upscale(args.model, Path(args.input), Path(args.output), tile=args.tile, overlap=args.overlap,
@@ -143,6 +153,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    """``squeeze bench SUITE``: run a benchmark and write its docs/results page."""
     from squeeze.bench import run_bench
 
     only = [m for m in args.models.split(",") if m] if args.models else None
@@ -234,6 +245,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``squeeze`` argument parser with every subcommand."""
     from squeeze.memory.cli import add_generate_parser
     from squeeze.restore.cli import add_restore_parser
     from squeeze.sparse.cli import add_check_nm_parser
@@ -263,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one subcommand; a :class:`SqueezeError` becomes one ``error:`` line and exit 2."""
     args = build_parser().parse_args(argv)
     fn: Callable[[argparse.Namespace], None] = args.fn
     try:

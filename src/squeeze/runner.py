@@ -13,10 +13,11 @@ from safetensors.torch import save as save_bytes
 
 from squeeze.api import quantize
 from squeeze.config import QuantConfig
+from squeeze.dfq.store import save_synthetic
 from squeeze.errors import SqueezeError
 from squeeze.export.format import FILENAME, load, read_file, save
 from squeeze.report import Report, peak_rss_mb
-from squeeze.train.checkpoint import write_json
+from squeeze.train.checkpoint import umask_mode, write_json
 from squeeze.zoo.registry import ZooModel, load_model
 
 
@@ -35,14 +36,22 @@ def quantize_zoo_model(zm: ZooModel, config: QuantConfig, fp: float | None = Non
     qmodel = quantize(zm.model, config, calib, name=zm.name)
     seconds = time.perf_counter() - start
     quant = zm.evaluate(qmodel)
+    extra: dict[str, Any] = {"config": config.to_dict()}
+    sset = getattr(qmodel, "squeeze_synthetic", None)
+    if sset is not None:  # data-free: say what the calibration images were and what they cost
+        extra["calibration"] = {"source": f"synthetic:{sset.config.generator}", "images": len(sset.images),
+                                "synthesis_seconds": sset.seconds, "reused": getattr(config, "synthetic", "") or None}
     report = Report(zm.name, config.method, config.wbits, config.abits, config.calib, config.seed, zm.metric,
-                    fp, quant, seconds, peak_rss_mb(), simulated=True,
-                    extra={"config": config.to_dict()})
+                    fp, quant, seconds, peak_rss_mb(), simulated=True, extra=extra)
     return qmodel, report
 
 
 def run_quantize(model_name: str, config: QuantConfig, out: Path, force: bool = False) -> dict[str, Any]:
-    """Quantize, save ``out/model.safetensors`` + ``out/report.json`` atomically; returns the report."""
+    """Quantize, save ``out/model.safetensors`` + ``out/report.json`` atomically; returns the report.
+
+    A data-free run also leaves its synthetic calibration set there (``synthetic.safetensors``, ``.json``
+    and the contact sheet ``synthetic.png``), reusable with ``--set synthetic=out``.
+    """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise SqueezeError(f"output folder {out} already exists; choose another --out or pass --force")
@@ -52,10 +61,13 @@ def run_quantize(model_name: str, config: QuantConfig, out: Path, force: bool = 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
+        tmp.chmod(umask_mode(folder=True))
         file = save(qmodel, tmp)
         row.update(bytes=file.stat().st_size, fp32_bytes=fp32_bytes(zm.model))
         row["size_ratio"] = row["bytes"] / row["fp32_bytes"]
         write_json(tmp / "report.json", row)
+        if getattr(qmodel, "squeeze_synthetic", None) is not None:
+            save_synthetic(qmodel.squeeze_synthetic, tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

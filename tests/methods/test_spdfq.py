@@ -55,7 +55,8 @@ def test_saved_synthetic_set_is_reused_and_shape_checked(tmp_path) -> None:
     save_synthetic(sset, tmp_path / "set")
     cfg = make_config("spdfq", wbits=6, abits=6, synthetic=str(tmp_path / "set"), **FAST)
     qmodel = squeeze.quantize(net, cfg, torch.randn(2, 1, 16, 16))
-    assert qmodel.squeeze_dfq["generator"] == "psaq-vit"
+    assert qmodel.squeeze_synthetic.config.generator == "psaq-vit"
+    torch.testing.assert_close(qmodel.squeeze_synthetic.images, sset.images)
     wide = VisionTransformer(img_size=16, patch_size=4, in_chans=3, num_classes=5, embed_dim=32, depth=1,
                              num_heads=2).eval()
     with pytest.raises(SqueezeError, match="synthetic images are"):

@@ -41,6 +41,7 @@ from squeeze.deploy.plan import DeployPlan, act_is_static_u8
 from squeeze.errors import SqueezeError
 from squeeze.quant import primitives as P
 from squeeze.quant.modules import QUANT_LAYERS, QuantMatMul, iter_quantizers
+from squeeze.train.checkpoint import umask_mode
 
 OPSET = 17
 INPUT, OUTPUT = "input", "output"
@@ -59,6 +60,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,11 +14,11 @@ from safetensors.torch import load_file, save_file
 from squeeze.errors import SqueezeError
 
 
-def _umask_mode() -> int:
-    """Permissions a plain ``open()`` would give a new file (mkstemp uses 0600)."""
+def umask_mode(folder: bool = False) -> int:
+    """Permissions a plain ``open()`` (or ``mkdir``) would give a new file (folder); mkstemp uses 0600, mkdtemp 0700."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return (0o777 if folder else 0o666) & ~mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -28,7 +28,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,7 +42,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

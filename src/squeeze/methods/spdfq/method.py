@@ -8,6 +8,8 @@ batches, but **ignores the real images**: it reads only the input shape (C, H, W
 then calls the backend method's own ``apply`` on those (I&S-ViT block reconstruction by default,
 the paper's backend; ``repq-vit`` is the cheap choice). ``calib`` therefore only sets how many
 real samples the caller loads (one is enough); ``n_images`` sets the synthetic set's size.
+The set is left on the quantized model as ``squeeze_synthetic`` (a :class:`squeeze.dfq.SyntheticSet`);
+``squeeze quantize`` writes it next to the model (tensors, JSON and a contact sheet) for reuse.
 """
 from __future__ import annotations
 
@@ -106,5 +108,5 @@ def apply_spdfq(model: nn.Module, config: SPDFQConfig, batches: list[torch.Tenso
     images = sset.images.to(device)
     synthetic_batches = list(images.chunk(math.ceil(len(images) / config.batch_size)))
     get_method(config.backend).apply(model, backend_config(config), synthetic_batches)
-    model.squeeze_dfq = {"generator": sset.config.generator, "synthesis_seconds": sset.seconds,
-                         "n_images": len(images)}
+    # kept on the model so `squeeze quantize` can save the images beside it (contact sheet, reuse)
+    model.squeeze_synthetic = sset

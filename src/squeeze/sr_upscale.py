@@ -12,17 +12,16 @@ leaves a half-written image.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
 from squeeze.data.sr import load_image, to_tensor, to_uint8
 from squeeze.errors import SqueezeError
+from squeeze.restore.io import output_format, save_image_atomic
 
 
 def resolve_sr_model(model_or_run: nn.Module | str | Path) -> nn.Module:
@@ -74,26 +73,6 @@ def upscale_array(model: nn.Module, lr: np.ndarray, scale: int, tile: int = 128,
     return out
 
 
-def _output_format(out: Path) -> str:
-    """Pillow's format name for ``out`` (checked before any work is done)."""
-    fmt = Image.registered_extensions().get(out.suffix.lower())
-    if fmt is None:
-        raise SqueezeError(f"cannot tell the image format of {out.name}; use a .png (or .jpg/.tif) name")
-    if not out.parent.is_dir():
-        raise SqueezeError(f"output folder {out.parent} does not exist; create it first")
-    return fmt
-
-
-def _save_atomic(img: np.ndarray, out: Path) -> None:
-    fmt = _output_format(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(img).save(tmp, format=fmt)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def upscale(model_or_run_dir: nn.Module | str | Path, in_png: str | Path, out_png: str | Path, tile: int = 128,
             overlap: int = 16, device: str = "cpu", progress: bool = True) -> Path:
     """Super-resolve image file ``in_png`` into ``out_png`` (atomic write); returns the output path.
@@ -107,10 +86,10 @@ def upscale(model_or_run_dir: nn.Module | str | Path, in_png: str | Path, out_pn
     out = Path(out_png)
     if Path(in_png).resolve() == out.resolve():
         raise SqueezeError("the output would overwrite the input image; choose another output name")
-    _output_format(out)
+    output_format(out)
     dev = resolve_device(device)
     model = resolve_sr_model(model_or_run_dir).to(dev)
     scale = infer_scale(model, dev)
     lr = load_image(in_png, min_side=scale)
-    _save_atomic(upscale_array(model, lr, scale, tile, overlap, dev, progress), out)
+    save_image_atomic(upscale_array(model, lr, scale, tile, overlap, dev, progress), out)
     return out

@@ -291,6 +291,7 @@ def alpha_section(sweep: list[dict[str, Any]], alphas: dict[str, float]) -> list
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, runner: DfqRunner, missing: int = 0,
              command: str = COMMAND, left_out: list[str] | None = None, tags: dict[str, str] | None = None,
              sweep: list[dict[str, Any]] | None = None, alphas: dict[str, float] | None = None) -> str:
+    """The results page: top-1 per calibration source and setting, the alpha1 sweep, checks."""
     devices = sorted({str(r.get("device", "cpu")) for r in rows})
     steps = {m: runner.iters(m) for m in sorted({r["model"] for r in rows})}
     seeds = {f"W{w}A{a}": sorted({r["seed"] for r in rows if (r["wbits"], r["abits"]) == (w, a)}) for w, a in SETTINGS}

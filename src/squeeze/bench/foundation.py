@@ -47,6 +47,7 @@ def checks(agg: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(agg: list[dict[str, Any]], seeds: list[int]) -> str:
+    """The results page: command, seeds and the method x setting table."""
     table = []
     for r in sorted(agg, key=lambda r: (r["model"], -r["wbits"], -r["abits"], r["method"])):
         table.append({"model": r["model"], "setting": f"W{r['wbits']}A{r['abits']}", "method": r["method"],

@@ -84,6 +84,7 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown(rows: list[dict[str, Any]], inputs: dict[str, float], fields: dict[str, Any], name: str,
              missing: list[str]) -> str:
+    """The results page: shadow-removal errors per method, training times and checks."""
     table = [{"method": "input (no removal)", **{m: inputs[m] for m in METRICS}, "train min": ""}]
     for method in METHODS:
         if _value(rows, method, "psnr") is None:

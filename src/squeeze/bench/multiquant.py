@@ -88,6 +88,7 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str, missing: list[str] | None = None) -> str:
+    """The results page: top-1 per method and bit width, checks against the issue, training times."""
     bits = sorted({r["abits"] for r in rows})
     table = []
     for method in VARIANTS:

@@ -111,6 +111,7 @@ def budget_line(rows: list[dict[str, Any]], missing: list[str] | None) -> str:
 
 def markdown(rows: list[dict[str, Any]], fields: dict[str, Any], name: str, command: str = COMMAND,
              missing: list[str] | None = None) -> str:
+    """The results page: accuracy per method and N:M pattern, checks, training times."""
     dense = _acc(rows, "dense", 1, 1)
     table = []
     for r in rows:

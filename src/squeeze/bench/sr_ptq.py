@@ -178,6 +178,7 @@ def table(agg: list[dict[str, Any]], rows: list[dict[str, Any]], model: str) -> 
 
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[int], primary: str,
              missing: int = 0, command: str = COMMAND) -> str:
+    """The results page: PSNR / SSIM per method and setting, devices and checks."""
     devices = sorted({r.get("device", "cpu") for r in rows})
     parts = [
         "# Super-resolution PTQ: DFSQ against min-max, percentile and normalized-uniform", "",

@@ -147,6 +147,7 @@ def table(agg: list[dict[str, Any]], model: str) -> str:
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], seeds: list[int],
              timing: dict[str, Any] | None, missing: int = 0, command: str = COMMAND,
              tags: dict[str, str] | None = None) -> str:
+    """The results page: top-1 per method and setting, timing, devices and checks."""
     devices = sorted({r.get("device", "cpu") for r in rows})
     parts = [
         "# ViT post-training quantization: ERQ and I&S-ViT against their baselines", "",

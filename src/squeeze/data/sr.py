@@ -38,6 +38,7 @@ SCALES = (2, 3, 4)
 
 
 def check_scale(scale: int) -> None:
+    """Refuse a super-resolution scale the data and models do not offer."""
     if scale not in SCALES:
         raise SqueezeError(f"scale {scale!r} is not supported; use one of {SCALES}")
 

@@ -30,6 +30,7 @@ PPL_SEED, PASSKEY_SEED = 11, 12  # the evaluation documents of the long-context 
 
 
 def base_context(model: nn.Module) -> int:
+    """The base model's context length in tokens (its ``arch.context``)."""
     arch = getattr(model, "arch", None)
     if arch is None:
         raise SqueezeError(f"{type(model).__name__} has no .arch.context; the baselines need lm-shakespeare")

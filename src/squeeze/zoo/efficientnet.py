@@ -92,4 +92,5 @@ def build_efficientnet_lite0(n_eval: int | None = None) -> ZooModel:
 
 @register_model("efficientnet-lite0", "EfficientNet-Lite0 ImageNet CNN (4.65M); top-1 agreement with float on photos")
 def load_efficientnet_lite0() -> ZooModel:
+    """EfficientNet-Lite0 from its installed package, scored by agreement with the float model."""
     return build_efficientnet_lite0()

@@ -98,6 +98,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 # ----------------------------------------------------------------------------- modules
 class RMSNorm(nn.Module):
+    """Root-mean-square layer norm (Llama; HF ``LlamaRMSNorm`` parameter names)."""
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
@@ -108,6 +109,7 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    """Causal (grouped-query) self-attention with rotary positions (HF ``LlamaAttention`` names)."""
     def __init__(self, arch: LMArch) -> None:
         super().__init__()
         hd = arch.dim // arch.heads
@@ -135,6 +137,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """SwiGLU feed-forward block (HF ``LlamaMLP`` names)."""
     def __init__(self, arch: LMArch) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(arch.dim, arch.hidden, bias=False)
@@ -146,6 +149,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm decoder layer: attention then MLP, each residual (HF ``LlamaDecoderLayer`` names)."""
     def __init__(self, arch: LMArch) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(arch.dim, arch.eps)
@@ -360,6 +364,7 @@ def load_lm_shakespeare(folder: Path = CHECKPOINTS) -> TinyLlama:
 
 @register_model(NAME, "byte-level Llama-style LM (4x256, RoPE, SwiGLU, ctx 256) on Shakespeare; metric -bits/byte")
 def lm_shakespeare_zoo() -> ZooModel:
+    """The committed lm-shakespeare as a zoo model: training-text windows to calibrate, -bits/byte on val."""
     model = load_lm_shakespeare()
     train = split_tokens("train")
 

@@ -109,4 +109,5 @@ def build_minilm(n_eval: int | None = None) -> ZooModel:
 
 @register_model("minilm", "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 22.7M); cosine to float on Shakespeare")
 def load_minilm() -> ZooModel:
+    """all-MiniLM-L6-v2 from its package, scored by cosine to the float embeddings."""
     return build_minilm()

@@ -111,6 +111,7 @@ def load_resnet_fmnist_float() -> tuple[ResNetFmnist, dict]:
 
 @register_model(NAME, "CIFAR-style ResNet-20 (16/32/64) trained on Fashion-MNIST; top-1")
 def load_resnet_fmnist() -> ZooModel:
+    """The committed resnet-fmnist checkpoint with Fashion-MNIST calibration and test data."""
     model, meta = load_resnet_fmnist_float()
     return ZooModel(NAME, model, "top1", fmnist_calib, fmnist_top1, (1, 28, 28),
                     {"source": f"squeeze train {NAME}", "fp_top1_recorded": str(meta["test_top1_fp32"])})

@@ -48,6 +48,7 @@ def fmnist_holdout_top1(model: torch.nn.Module) -> float:
 
 @register_model("vit-fmnist", "DeiT-style ViT (4 blocks, width 128, patch 4) trained on Fashion-MNIST; top-1")
 def load_vit_fmnist() -> ZooModel:
+    """The committed vit-fmnist checkpoint with Fashion-MNIST calibration, test and held-out data."""
     meta_path = CHECKPOINTS / "vit-fmnist.json"
     if not meta_path.exists():
         raise SqueezeError("vit-fmnist checkpoint missing; run `squeeze train vit-fmnist` to create it")

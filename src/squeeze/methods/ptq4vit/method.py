@@ -142,6 +142,7 @@ def init_act(q: Quantizer, op: Operand, config: PTQ4ViTConfig) -> None:
 
 
 def install(q: Quantizer, cand: Candidate) -> None:
+    """Set a quantizer to a searched candidate's parameters (twin deltas or scale / zero point)."""
     kind, p1, p2 = cand.params
     if kind == "twin":
         q.set_deltas(p1, p2)  # type: ignore[attr-defined]

@@ -64,6 +64,14 @@ def test_data_free_quantize_saves_its_images_for_reuse(tmp_path: Path, capsys, m
     assert torch.equal(load_synthetic(again).images, saved.images)
 
 
+def test_methods_lists_post_training_and_trained_methods(capsys) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("erq", "isvit", "spdfq", "dfsq", "multiquant", "nm", "uio", "undem", "hqss"):
+        assert f"  {name} " in out
+    assert "spre" in out and "bimask" in out and "any-precision" in out
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["quantize", "nope-model", "--method", "rtn", "--wbits", "4", "--abits", "8"], "unknown model"),
     (["quantize", "vit-fmnist", "--method", "nope", "--wbits", "4", "--abits", "8"], "unknown method"),

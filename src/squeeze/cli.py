@@ -37,12 +37,34 @@ def cmd_zoo(args: argparse.Namespace) -> None:
         print(f"{name:20s} {desc}")
 
 
+def _trained_methods() -> dict[str, str]:
+    """The methods ``squeeze train NAME`` runs, with their papers and the variants each trains."""
+    from squeeze.memory import GRAD_MODES
+    from squeeze.methods.hqss.config import list_variants
+    from squeeze.methods.multiquant.config import VARIANTS as MQ
+    from squeeze.methods.undem.config import VARIANTS as UNDEM
+    from squeeze.sparse.config import METHODS as NM
+
+    return {
+        "multiquant": "MultiQuant / MBQuant: one network for any activation bit width (baselines: squeeze train "
+                      f"{'|'.join(MQ[1:])})",
+        "nm": f"N:M sparse training, SpRe (TPAMI'25) and Bi-Mask (ICML'23) among --method {', '.join(NM)}",
+        "uio": f"UIO-LLMs (arXiv'24): memory tokens, unbiased incremental TBPTT (--grad-mode {', '.join(GRAD_MODES)})",
+        "undem": f"UnDeM (AAAI'24): demoireing from unpaired data via pseudo pairs (--method {', '.join(UNDEM)})",
+        "hqss": f"HQSS (arXiv'22): shadow removal from pseudo shadows (--method {', '.join(list_variants())})",
+    }
+
+
 def cmd_methods(_args: argparse.Namespace) -> None:
-    """``squeeze methods``: the registered compression methods with their papers."""
+    """``squeeze methods``: the post-training methods (``squeeze quantize --method``) and the trained ones."""
     from squeeze.config import list_methods
 
+    print("post-training (squeeze quantize MODEL --method NAME):")
     for name, desc in list_methods().items():
-        print(f"{name:12s} {desc}")
+        print(f"  {name:12s} {desc}")
+    print("trained (squeeze train NAME ...):")
+    for name, desc in _trained_methods().items():
+        print(f"  {name:12s} {desc}")
 
 
 # ``squeeze train NAME`` for the methods that own their training glue: module, function(args, options).

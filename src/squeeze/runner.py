@@ -28,13 +28,13 @@ def fp32_bytes(model: torch.nn.Module) -> int:
 
 def quantize_zoo_model(zm: ZooModel, config: QuantConfig, fp: float | None = None) -> tuple[torch.nn.Module, Report]:
     """Quantize a zoo model with ``config`` and measure it; ``fp`` skips re-measuring the float model."""
-    fp = zm.evaluate(zm.model) if fp is None else fp
     # a data-free method (spdfq) synthesizes its own images: it gets placeholders of the right shape, no data
     calib = (torch.zeros(config.calib, *zm.input_shape) if getattr(config, "data_free", False)
              else zm.calib_inputs(config.calib, config.seed))
     start = time.perf_counter()
     qmodel = quantize(zm.model, config, calib, name=zm.name)
     seconds = time.perf_counter() - start
+    fp = zm.evaluate(zm.model) if fp is None else fp  # after quantizing, so bad input fails before this pass
     quant = zm.evaluate(qmodel)
     extra: dict[str, Any] = {"config": config.to_dict()}
     sset = getattr(qmodel, "squeeze_synthetic", None)

@@ -125,7 +125,7 @@ def test_corrupt_or_mismatched_files_are_refused(tmp_path) -> None:
     save_file({"images": torch.zeros(2, 1, 16, 16)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(SqueezeError, match="not written by squeeze.dfq"):
         load_synthetic(tmp_path / "foreign.safetensors")
-    with pytest.raises(SqueezeError, match="does not exist"):
+    with pytest.raises(SqueezeError, match="synthetic set .*missing.safetensors does not exist"):
         load_synthetic(tmp_path / "missing.safetensors")
 
 

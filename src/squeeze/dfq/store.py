@@ -89,6 +89,9 @@ def load_synthetic(path: Path, input_shape: tuple[int, ...] | None = None) -> Sy
     """
     path = Path(path)
     path = path / TENSORS if path.is_dir() else path
+    if not path.is_file():
+        raise SqueezeError(f"synthetic set {path} does not exist; pass a folder written by `squeeze quantize "
+                           "--method spdfq` (or save_synthetic) or its synthetic.safetensors")
     tensors = load_tensors(path)
     meta = _header(path)
     images = tensors.get("images")

@@ -48,7 +48,8 @@ def stretches(tokens: torch.Tensor, n: int, length: int, seed: int) -> tuple[tor
 
 
 @torch.no_grad()
-def digit_features(model: MemoryLM, ids: torch.Tensor, starts: torch.Tensor, batch: int = 250) -> dict[str, torch.Tensor]:
+def digit_features(model: MemoryLM, ids: torch.Tensor, starts: torch.Tensor,
+                   batch: int = 250) -> dict[str, torch.Tensor]:
     """Per probe kind, features (n, DIGITS, F) of each key digit (see the module docstring)."""
     L, m = model.segment, model.memory
     mem = torch.cat([torch.stack([model.encode(ids[i:i + batch, s:s + L]) for s in range(0, ids.shape[1], L)], 2)

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random models that run in milliseconds."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -13,6 +15,14 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def umask_022():
+    """A known umask (022) for tests of the permissions new files and folders get."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
 
 
 @pytest.fixture()

@@ -1,21 +1,12 @@
 """Atomic writers give their files the permissions a plain open() would (not mkstemp's 0600)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 import torch
 
 from squeeze.deploy.onnx_export import atomic_path
 from squeeze.train.checkpoint import atomic_save_tensors, atomic_write_bytes
-
-
-@pytest.fixture()
-def umask_022():
-    before = os.umask(0o022)
-    yield
-    os.umask(before)
 
 
 def _mode(path: Path) -> int:

@@ -13,7 +13,7 @@ from safetensors.torch import save as save_bytes
 
 from squeeze.api import quantize
 from squeeze.config import QuantConfig
-from squeeze.dfq.store import save_synthetic
+from squeeze.dfq.store import calibration_record, save_synthetic
 from squeeze.errors import SqueezeError
 from squeeze.export.format import FILENAME, load, read_file, save
 from squeeze.report import Report, peak_rss_mb
@@ -39,8 +39,7 @@ def quantize_zoo_model(zm: ZooModel, config: QuantConfig, fp: float | None = Non
     extra: dict[str, Any] = {"config": config.to_dict()}
     sset = getattr(qmodel, "squeeze_synthetic", None)
     if sset is not None:  # data-free: say what the calibration images were and what they cost
-        extra["calibration"] = {"source": f"synthetic:{sset.config.generator}", "images": len(sset.images),
-                                "synthesis_seconds": sset.seconds, "reused": getattr(config, "synthetic", "") or None}
+        extra["calibration"] = {**calibration_record(sset), "reused": getattr(config, "synthetic", "") or None}
     report = Report(zm.name, config.method, config.wbits, config.abits, config.calib, config.seed, zm.metric,
                     fp, quant, seconds, peak_rss_mb(), simulated=True, extra=extra)
     return qmodel, report

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from squeeze.dfq.config import Normalization, SynthConfig, normalization_for
-from squeeze.dfq.store import load_synthetic, save_synthetic
+from squeeze.dfq.store import calibration_record, load_synthetic, save_synthetic
 from squeeze.dfq.synth import SyntheticSet, synthesize
 from squeeze.errors import SqueezeError
 
@@ -59,6 +59,5 @@ def quantize_data_free(model: Any, synth: SynthConfig | str = "spdfq", method: s
     config = make_config(method, wbits=wbits, abits=abits, calib=len(sset.images), seed=sset.config.seed,
                          **method_options)
     qmodel = quantize(net, config, sset.images, name=zoo)
-    qmodel.squeeze_meta["calibration"] = {"source": f"synthetic:{sset.config.generator}",
-                                          "synthesis_seconds": sset.seconds, "synthesis": sset.config.to_dict()}
+    qmodel.squeeze_meta["calibration"] = {**calibration_record(sset), "synthesis": sset.config.to_dict()}
     return qmodel, sset

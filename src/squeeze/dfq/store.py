@@ -36,6 +36,12 @@ def describe(sset: SyntheticSet) -> dict[str, Any]:
             "synthesis": sset.config.to_dict(), "seconds": sset.seconds, "info": sset.info}
 
 
+def calibration_record(sset: SyntheticSet) -> dict[str, Any]:
+    """What a quantized model records of the synthetic images it was calibrated on (its report's ``calibration``)."""
+    return {"source": f"synthetic:{sset.config.generator}", "images": len(sset.images),
+            "synthesis_seconds": sset.seconds}
+
+
 def contact_sheet_png(images: torch.Tensor, norm: Normalization, columns: int | None = None) -> bytes:
     """PNG bytes of a grid of the de-normalized images (grey for 1 channel), 1 px gaps."""
     from PIL import Image  # noqa: PLC0415 (installed with matplotlib)

@@ -10,6 +10,7 @@ import torch
 from squeeze.errors import SqueezeError
 from squeeze.methods.multiquant import MultiBitResNet, MultiQuantConfig, branch_plan, eval_run, train_multiquant
 from squeeze.methods.multiquant import layers as mq_layers
+from squeeze.methods.multiquant.config import BRANCHES
 from squeeze.methods.multiquant.quantizers import quantize_activation, quantize_weight
 from squeeze.methods.multiquant.reorder import channel_scores, order_by_importance
 from squeeze.methods.multiquant.task import MultiQuantTask, step_bits
@@ -252,3 +253,31 @@ def test_partial_init_importance_starts_the_partial_branch_from_the_reordered_ne
     torch.testing.assert_close(mq.layer1[0].conv1.partial_weight, ordered.layer1[0].conv1.weight[:p, :p])
     leading, _ = MultiQuantTask(MultiQuantConfig(bits=(2, 3, 8), batch_size=16), net, "tag", data, data).build()
     torch.testing.assert_close(leading.layer1[0].conv1.partial_weight, net.layer1[0].conv1.weight[:p, :p])
+
+
+def test_shared_partial_branch_is_the_leading_slice_of_the_next_branch() -> None:
+    """``partial_source=next`` (the authors' code): no weights of its own; at 3 bits (B0 + partial) the partial
+    branch convolves with B1's leading channels, at 5 and 7 bits with B3's, and its gradient lands there."""
+    net = MultiBitResNet(TINY, MultiQuantConfig(partial_source="next"))
+    net.init_from_float(_float_net())
+    conv = net.layer1[0].conv1
+    assert conv.partial_weight is None
+    assert MultiQuantConfig(partial_source="next").identity()["partial_source"] == "next"
+    assert "partial_source" not in MultiQuantConfig().identity()  # runs made before the option keep their tag
+    own = MultiBitResNet(TINY, MultiQuantConfig())
+    own.init_from_float(_float_net())  # tiled start: B1's leading slice is what the own partial copies
+    x = torch.randn(3, 1, 28, 28)
+    c, p = conv.c_out, conv.p_out
+    for bits, nxt in ((3, 1), (5, 3), (7, 3)):
+        net.set_bits(bits)
+        own.set_bits(bits)
+        torch.testing.assert_close(net(x), own(x))
+        _, partial = net(x, with_partial=True)
+        partial.sum().backward()
+        grad = conv.weight.grad.unflatten(0, (BRANCHES, c))  # (branch, C_out, C_in, k, k)
+        assert grad[nxt, :p, : conv.p_in].abs().sum() > 0
+        assert grad[nxt, p:].abs().sum() == 0 and grad[nxt, :, conv.p_in:].abs().sum() == 0
+        assert sum(grad[j].abs().sum() for j in range(BRANCHES) if j != nxt) == 0
+        net.zero_grad(set_to_none=True)
+    with pytest.raises(SqueezeError, match="partial_source"):
+        MultiQuantConfig(partial_source="mine")

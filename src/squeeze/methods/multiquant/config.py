@@ -8,6 +8,7 @@ from squeeze.errors import SqueezeError
 
 VARIANTS = ("multiquant", "any-precision", "multiquant-no-amortization", "multiquant-no-distill")
 PARTIAL_INITS = ("leading", "importance")
+PARTIAL_SOURCES = ("own", "next")
 BRANCHES = 4  # G: the body is duplicated into 4 independent branches (8 bits = 4 x 2-bit branches)
 MIN_BITS, MAX_BITS = 2, 8
 # Amortized selection (paper table): first branch of the contiguous run used at each activation bit width.
@@ -84,6 +85,10 @@ class MultiQuantConfig:
         partial_init: which float channels the partial branch starts from: ``leading`` (the first ones of
             every layer) or ``importance`` (the float network's channels are first reordered, exactly, so
             that the leading ones carry the most signal on one training batch; ``reorder.py``).
+        partial_source: where the partial branch's weights live: ``own`` (its own tensor, trained only at
+            odd widths) or ``next`` (the authors' code: the leading channels of the branch after the last
+            full one, B1 at 3 bits and B3 at 5 and 7, so those weights are trained at every width that uses
+            either); the partial branch keeps its own quantizer ranges in both.
         epochs, batch_size, subset: schedule; ``subset`` training images per epoch (0 = all), a fresh
             random subset every epoch.
         lr, momentum, weight_decay: SGD for weights and batch norms (cosine to 0, per step).
@@ -102,6 +107,7 @@ class MultiQuantConfig:
     branch_noise: float = 0.0
     partial_loss: float = 0.0
     partial_init: str = "leading"
+    partial_source: str = "own"
     epochs: int = 3
     batch_size: int = 128
     subset: int = 0
@@ -138,6 +144,9 @@ class MultiQuantConfig:
             raise SqueezeError(f"partial_loss {self.partial_loss} must be >= 0 (weight of the partial branch's own loss)")
         if self.partial_init not in PARTIAL_INITS:
             raise SqueezeError(f"partial_init {self.partial_init!r} is unknown; use one of {', '.join(PARTIAL_INITS)}")
+        if self.partial_source not in PARTIAL_SOURCES:
+            raise SqueezeError(f"partial_source {self.partial_source!r} is unknown; "
+                               f"use one of {', '.join(PARTIAL_SOURCES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.quant_lr <= 0:
             raise SqueezeError("epochs, batch_size, lr and quant_lr must be positive")
         if self.subset < 0 or self.eval_subset < 0:
@@ -161,6 +170,8 @@ class MultiQuantConfig:
         d.pop("extra")
         d["bits"] = list(self.bits)
         d["partial_widths"] = list(self.partial_widths)
+        if self.partial_source == "own":
+            d.pop("partial_source")  # added later: runs made before it keep their identity (and bench tags)
         return d
 
     @classmethod

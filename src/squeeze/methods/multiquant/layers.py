@@ -3,7 +3,8 @@
 Channel layout of every tensor inside the network body at a given bit width (see ``BranchPlan``):
 ``[branch start | branch start+1 | ... (full branches, C each) | partial branch (P, odd bits only)]``.
 Full branches are one grouped convolution over the active slice of the 4-branch weight tensor;
-the partial branch is a separate, narrower, ordinary convolution (MBQuant, Zhong et al., 2023).
+the partial branch is a separate, narrower, ordinary convolution (MBQuant, Zhong et al., 2023), with
+its own weights or (``shared_partial``, the authors' code) the leading channels of the next branch's.
 With ``branches=1``, per-bit weight ranges and ``fixed_wbits=None`` the same layer is the
 Any-Precision-style baseline: one shared float weight quantized to the switched bit width.
 """
@@ -25,17 +26,20 @@ class BranchConv2d(nn.Module):
     """``branches`` independent quantized convolutions ``c_in -> c_out`` plus a partial ``p_in -> p_out`` one.
 
     Parameters: ``weight`` (branches*c_out, c_in, k, k) in grouped-conv layout; ``partial_weight``
-    (p_out, p_in, k, k) when ``p_out > 0``; quantizer ranges ``w_lo/w_hi`` (branch, 1 or 7 bit
-    columns) and ``a_lo/a_hi`` (branch, 7 bit columns); row ``branches`` belongs to the partial branch.
+    (p_out, p_in, k, k) when ``p_out > 0`` and not ``shared_partial`` (then the partial branch convolves with
+    ``weight[j*c_out : j*c_out + p_out, :p_in]`` of the branch j after the active full ones); quantizer
+    ranges ``w_lo/w_hi`` (branch, 1 or 7 bit columns) and ``a_lo/a_hi`` (branch, 7 bit columns); row
+    ``branches`` belongs to the partial branch.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, branches: int, p_in: int = 0,
-                 p_out: int = 0, fixed_wbits: int | None = 2) -> None:
+                 p_out: int = 0, fixed_wbits: int | None = 2, shared_partial: bool = False) -> None:
         super().__init__()
         self.c_in, self.c_out, self.kernel, self.stride, self.branches = c_in, c_out, kernel, stride, branches
-        self.p_in, self.p_out, self.fixed_wbits = p_in, p_out, fixed_wbits
+        self.p_in, self.p_out, self.fixed_wbits, self.shared_partial = p_in, p_out, fixed_wbits, shared_partial
         self.weight = nn.Parameter(torch.zeros(branches * c_out, c_in, kernel, kernel))
-        self.partial_weight = nn.Parameter(torch.zeros(p_out, p_in, kernel, kernel)) if p_out else None
+        own = p_out and not shared_partial
+        self.partial_weight = nn.Parameter(torch.zeros(p_out, p_in, kernel, kernel)) if own else None
         rows, wcols = branches + (1 if p_out else 0), (1 if fixed_wbits else _NBITS)
         self.w_lo = nn.Parameter(torch.full((rows, wcols), -1.0))
         self.w_hi = nn.Parameter(torch.full((rows, wcols), 1.0))
@@ -46,7 +50,8 @@ class BranchConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.c_in}->{self.c_out} x{self.branches}, k={self.kernel}, s={self.stride}, "
-                f"partial {self.p_in}->{self.p_out}, wbits={self.fixed_wbits or 'switched'}")
+                f"partial {self.p_in}->{self.p_out}{' (shared)' if self.shared_partial else ''}, "
+                f"wbits={self.fixed_wbits or 'switched'}")
 
     def configure(self, bits: int, plan: BranchPlan) -> None:
         """Select the bit width and the active branches for the following forward passes."""
@@ -65,12 +70,23 @@ class BranchConv2d(nn.Module):
         lo, hi = weight_range_init(w)  # identical for every branch: they start as (perturbed) copies of w
         self.w_lo[: self.branches].fill_(float(lo))
         self.w_hi[: self.branches].fill_(float(hi))
-        if self.partial_weight is not None:
+        if self.p_out:
             part = w[: self.p_out, : self.p_in]
-            self.partial_weight.copy_(part)
+            if self.partial_weight is not None:
+                self.partial_weight.copy_(part)
             plo, phi = weight_range_init(part)
             self.w_lo[self.branches].fill_(float(plo))
             self.w_hi[self.branches].fill_(float(phi))
+
+    def _partial_weight(self, nxt: int) -> torch.Tensor:
+        """(p_out, p_in, k, k) float weights of the partial branch; ``nxt``: the branch after the full ones."""
+        if not self.p_out:
+            raise RuntimeError("odd bit width on a layer built without a partial branch")
+        if self.partial_weight is not None:
+            return self.partial_weight
+        if nxt >= self.branches:
+            raise RuntimeError(f"a shared partial branch needs a branch after the active ones (got {nxt})")
+        return self.weight[nxt * self.c_out: nxt * self.c_out + self.p_out, : self.p_in]
 
     def _weight_col(self) -> int:
         return 0 if self.fixed_wbits else self.bits - MIN_BITS
@@ -104,11 +120,9 @@ class BranchConv2d(nn.Module):
         out = F.conv2d(xq, wq, None, self.stride, pad, 1, n)
         if xp is None:
             return out
-        if self.partial_weight is None:
-            raise RuntimeError("odd bit width on a layer built without a partial branch")
         g = self.branches
         xpq = quantize_activation(xp, self.a_lo[g, col], self.a_hi[g, col], b)
-        wpq = quantize_weight(self.partial_weight, self.w_lo[g, wcol], self.w_hi[g, wcol], wbits)
+        wpq = quantize_weight(self._partial_weight(s + n), self.w_lo[g, wcol], self.w_hi[g, wcol], wbits)
         return torch.cat([out, F.conv2d(xpq, wpq, None, self.stride, pad)], dim=1)
 
 

@@ -54,5 +54,5 @@ def test_not_a_squeeze_file(tmp_path, tiny_vit) -> None:
     from safetensors.torch import save_file
 
     save_file({"a": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(SqueezeError, match="not a squeeze"):
+    with pytest.raises(SqueezeError, match="not a squeeze .*; pass a file written by `squeeze quantize`"):
         squeeze.load(tmp_path, model=tiny_vit)

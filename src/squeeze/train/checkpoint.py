@@ -78,7 +78,8 @@ def read_format_file(path: str | Path, filename: str, fmt: str, max_version: int
     except Exception as exc:  # safetensors raises several types for corrupt headers / truncated bodies
         raise SqueezeError(f"{target} is corrupt or truncated ({type(exc).__name__}); re-run `{made_by}`") from exc
     if meta.get("format") != fmt:
-        raise SqueezeError(f"{target} is not a squeeze {kind} (format {meta.get('format')!r})")
+        raise SqueezeError(f"{target} is not a squeeze {kind} (format {meta.get('format')!r}); "
+                           f"pass a file written by `{made_by}`")
     version = int(meta.get("format_version", "0"))
     if version > max_version:
         raise SqueezeError(f"{target} uses {kind} format version {version}, newer than this squeeze "

@@ -11,7 +11,7 @@ from squeeze.errors import SqueezeError
 from squeeze.methods.multiquant import MultiBitResNet, MultiQuantConfig, branch_plan, eval_run, train_multiquant
 from squeeze.methods.multiquant import layers as mq_layers
 from squeeze.methods.multiquant.config import BRANCHES
-from squeeze.methods.multiquant.quantizers import quantize_activation, quantize_weight
+from squeeze.methods.multiquant.quantizers import quantize_activation, quantize_weight, weight_range_mse
 from squeeze.methods.multiquant.reorder import channel_scores, order_by_importance
 from squeeze.methods.multiquant.task import MultiQuantTask, step_bits
 from squeeze.train.engine import EngineConfig
@@ -152,7 +152,8 @@ def test_step_bits_sampling() -> None:
     ({"bits": "1,2,8"}, "outside 2..8"), ({"bits": "2,4,9"}, "outside 2..8"),
     ({"bits": "2,3,4"}, "lacks the distillation teacher"), ({"bits": "2,x"}, "comma list"),
     ({"variant": "nope"}, "variant"), ({"teacher_bits": 4, "bits": "2,4,8"}, "widest"),
-    ({"partial_init": "leadng"}, "partial_init"), ({"partial_widths": "4,x"}, "comma list"),
+    ({"partial_init": "leadng"}, "partial_init"), ({"weight_init": "lsq"}, "weight_init"),
+    ({"partial_widths": "4,x"}, "comma list"),
     ({"partial_widths": [4, 0, 8]}, "positive"),
 ])
 def test_bad_config(bad: dict, match: str) -> None:
@@ -281,3 +282,27 @@ def test_shared_partial_branch_is_the_leading_slice_of_the_next_branch() -> None
         net.zero_grad(set_to_none=True)
     with pytest.raises(SqueezeError, match="partial_source"):
         MultiQuantConfig(partial_source="mine")
+
+
+@pytest.mark.parametrize(("bits", "max_level"), [(2, 1.4936), (3, 2.0510), (4, 2.5140)])
+def test_mse_weight_range_matches_the_optimal_uniform_quantizer_of_a_gaussian(bits: int, max_level: float) -> None:
+    """Max (1960), uniform quantizers of a unit Gaussian: optimal steps 0.9957 / 0.5860 / 0.3352 for 4 / 8 / 16
+    levels, so the outermost level (our range) sits at 1.4936 / 2.0510 / 2.5140 standard deviations."""
+    w = torch.randn(200_000, generator=torch.Generator().manual_seed(0)) * 0.05
+    lo, hi = weight_range_mse(w, bits)
+    assert torch.equal(lo, -hi)
+    assert abs(float(hi) / float(w.std()) - max_level) < 0.03
+
+
+def test_weight_init_mse_sets_one_range_per_weight_bit_width() -> None:
+    """MultiQuant's single 2-bit column and Any-Precision's seven switched columns each get their own optimum."""
+    ref = _float_net()
+    for variant, cols in (("multiquant", [2]), ("any-precision", list(range(2, 9)))):
+        net = MultiBitResNet(TINY, MultiQuantConfig(variant=variant, weight_init="mse"))
+        net.init_from_float(ref, weight_init="mse")
+        conv, w = net.layer2[0].conv1, ref.layer2[0].conv1.weight
+        expect = torch.stack([weight_range_mse(w, b)[1] for b in cols])
+        torch.testing.assert_close(conv.w_hi[0], expect)
+        torch.testing.assert_close(conv.w_lo[0], -expect)
+    assert "weight_init" in MultiQuantConfig(weight_init="mse").identity()
+    assert "weight_init" not in MultiQuantConfig().identity()

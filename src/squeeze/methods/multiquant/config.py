@@ -9,6 +9,7 @@ from squeeze.errors import SqueezeError
 VARIANTS = ("multiquant", "any-precision", "multiquant-no-amortization", "multiquant-no-distill")
 PARTIAL_INITS = ("leading", "importance")
 PARTIAL_SOURCES = ("own", "next")
+WEIGHT_INITS = ("std", "mse")
 BRANCHES = 4  # G: the body is duplicated into 4 independent branches (8 bits = 4 x 2-bit branches)
 MIN_BITS, MAX_BITS = 2, 8
 # Amortized selection (paper table): first branch of the contiguous run used at each activation bit width.
@@ -89,6 +90,9 @@ class MultiQuantConfig:
             odd widths) or ``next`` (the authors' code: the leading channels of the branch after the last
             full one, B1 at 3 bits and B3 at 5 and 7, so those weights are trained at every width that uses
             either); the partial branch keeps its own quantizer ranges in both.
+        weight_init: initial weight quantizer ranges: ``std`` (+-3 std, the paper) or ``mse`` (per layer,
+            branch and weight bit width, the symmetric range that minimises the weights' quantization error;
+            both MultiQuant and Any-Precision). The ranges are learnable either way.
         epochs, batch_size, subset: schedule; ``subset`` training images per epoch (0 = all), a fresh
             random subset every epoch.
         lr, momentum, weight_decay: SGD for weights and batch norms (cosine to 0, per step).
@@ -108,6 +112,7 @@ class MultiQuantConfig:
     partial_loss: float = 0.0
     partial_init: str = "leading"
     partial_source: str = "own"
+    weight_init: str = "std"
     epochs: int = 3
     batch_size: int = 128
     subset: int = 0
@@ -147,6 +152,8 @@ class MultiQuantConfig:
         if self.partial_source not in PARTIAL_SOURCES:
             raise SqueezeError(f"partial_source {self.partial_source!r} is unknown; "
                                f"use one of {', '.join(PARTIAL_SOURCES)}")
+        if self.weight_init not in WEIGHT_INITS:
+            raise SqueezeError(f"weight_init {self.weight_init!r} is unknown; use one of {', '.join(WEIGHT_INITS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.quant_lr <= 0:
             raise SqueezeError("epochs, batch_size, lr and quant_lr must be positive")
         if self.subset < 0 or self.eval_subset < 0:
@@ -170,8 +177,9 @@ class MultiQuantConfig:
         d.pop("extra")
         d["bits"] = list(self.bits)
         d["partial_widths"] = list(self.partial_widths)
-        if self.partial_source == "own":
-            d.pop("partial_source")  # added later: runs made before it keep their identity (and bench tags)
+        for key, default in (("partial_source", "own"), ("weight_init", "std")):
+            if d[key] == default:
+                d.pop(key)  # added later: runs made before them keep their identity (and bench tags)
         return d
 
     @classmethod

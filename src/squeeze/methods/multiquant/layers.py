@@ -16,7 +16,7 @@ from torch import nn
 
 from squeeze.methods.multiquant.config import MAX_BITS, MIN_BITS, BranchPlan
 from squeeze.methods.multiquant.quantizers import (
-    activation_range_init, quantize_activation, quantize_weight, weight_range_init,
+    activation_range_init, quantize_activation, quantize_weight, weight_range_init, weight_range_mse,
 )
 
 _NBITS = MAX_BITS - MIN_BITS + 1  # one column of activation ranges per bit width 2..8
@@ -58,25 +58,32 @@ class BranchConv2d(nn.Module):
         self.bits, self.plan = bits, plan
 
     @torch.no_grad()
-    def init_from_float(self, conv: nn.Conv2d, noise: float = 0.0, gen: torch.Generator | None = None) -> None:
+    def init_from_float(self, conv: nn.Conv2d, noise: float = 0.0, gen: torch.Generator | None = None,
+                        weight_init: str = "std") -> None:
         """Tile a float conv into every branch; the partial branch takes its leading channels. ``noise`` > 0
-        adds independent N(0, (noise * std(w))^2) to every branch but the first (drawn from ``gen``, on CPU)."""
+        adds independent N(0, (noise * std(w))^2) to every branch but the first (drawn from ``gen``, on CPU).
+        ``weight_init``: weight ranges at +-3 std (``std``, the paper) or at the MSE-optimal range of every
+        bit-width column (``mse``)."""
         w = conv.weight.detach().to(self.weight)
         tiled = w.repeat(self.branches, 1, 1, 1)
         if noise > 0 and self.branches > 1:
             n = len(w)
             tiled[n:] += noise * w.std() * torch.randn(tiled[n:].shape, generator=gen).to(w)
         self.weight.copy_(tiled)
-        lo, hi = weight_range_init(w)  # identical for every branch: they start as (perturbed) copies of w
-        self.w_lo[: self.branches].fill_(float(lo))
-        self.w_hi[: self.branches].fill_(float(hi))
+        # identical for every branch: they start as (perturbed) copies of w
+        self._init_weight_ranges(slice(0, self.branches), w, weight_init)
         if self.p_out:
             part = w[: self.p_out, : self.p_in]
             if self.partial_weight is not None:
                 self.partial_weight.copy_(part)
-            plo, phi = weight_range_init(part)
-            self.w_lo[self.branches].fill_(float(plo))
-            self.w_hi[self.branches].fill_(float(phi))
+            self._init_weight_ranges(slice(self.branches, self.branches + 1), part, weight_init)
+
+    def _init_weight_ranges(self, rows: slice, w: torch.Tensor, weight_init: str) -> None:
+        """Set ``w_lo/w_hi[rows]`` from weights ``w``, one range per bit-width column."""
+        col_bits = [self.fixed_wbits] if self.fixed_wbits else range(MIN_BITS, MAX_BITS + 1)
+        for col, bits in enumerate(col_bits):
+            lo, hi = weight_range_mse(w, bits) if weight_init == "mse" else weight_range_init(w)
+            self.w_lo[rows, col], self.w_hi[rows, col] = float(lo), float(hi)
 
     def _partial_weight(self, nxt: int) -> torch.Tensor:
         """(p_out, p_in, k, k) float weights of the partial branch; ``nxt``: the branch after the full ones."""

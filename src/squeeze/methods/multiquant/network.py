@@ -134,21 +134,22 @@ class MultiBitResNet(nn.Module):
         return logits, (self.fc(feats[:, -1]) if self.plan.partial else None)
 
     @torch.no_grad()
-    def init_from_float(self, net: ResNetFmnist, noise: float = 0.0, seed: int = 0) -> None:
+    def init_from_float(self, net: ResNetFmnist, noise: float = 0.0, seed: int = 0, weight_init: str = "std") -> None:
         """Copy the float stem/classifier and tile every float body layer into the branches (spec section 8);
-        ``noise``: see ``MultiQuantConfig.branch_noise`` (drawn from ``seed``, the same on every process)."""
+        ``noise``: see ``MultiQuantConfig.branch_noise`` (drawn from ``seed``, the same on every process);
+        ``weight_init``: see ``MultiQuantConfig.weight_init``."""
         gen = torch.Generator().manual_seed(seed)
         self.conv1.load_state_dict(net.conv1.state_dict())
         self.bn1.load_state_dict(net.bn1.state_dict())
         self.fc.load_state_dict(net.fc.state_dict())
         for mine, theirs in zip((self.layer1, self.layer2, self.layer3), (net.layer1, net.layer2, net.layer3)):
             for mb, fb in zip(mine, theirs):
-                mb.conv1.init_from_float(fb.conv1, noise, gen)
-                mb.conv2.init_from_float(fb.conv2, noise, gen)
+                mb.conv1.init_from_float(fb.conv1, noise, gen, weight_init)
+                mb.conv2.init_from_float(fb.conv2, noise, gen, weight_init)
                 mb.bn1.init_from_float(fb.bn1)
                 mb.bn2.init_from_float(fb.bn2)
                 if mb.shortcut is not None:
-                    mb.shortcut[0].init_from_float(fb.shortcut[0], noise, gen)
+                    mb.shortcut[0].init_from_float(fb.shortcut[0], noise, gen, weight_init)
                     mb.shortcut[1].init_from_float(fb.shortcut[1])
 
     def quantizer_parameters(self) -> list[nn.Parameter]:

@@ -75,7 +75,7 @@ class MultiQuantTask:
         start = self.float_net
         if self.cfg.multi_branch and self.cfg.partial_init == "importance":
             start = order_by_importance(self.float_net, self._start_images())
-        net.init_from_float(start, self.cfg.branch_noise, self.cfg.seed)
+        net.init_from_float(start, self.cfg.branch_noise, self.cfg.seed, self.cfg.weight_init)
         quant = net.quantizer_parameters()
         ids = {id(p) for p in quant}
         decay = [p for p in net.parameters() if id(p) not in ids and p.ndim > 1]

@@ -146,7 +146,8 @@ class MultiQuantConfig:
         if self.branch_noise < 0:
             raise SqueezeError(f"branch_noise {self.branch_noise} must be >= 0 (std relative to the weights')")
         if self.partial_loss < 0:
-            raise SqueezeError(f"partial_loss {self.partial_loss} must be >= 0 (weight of the partial branch's own loss)")
+            raise SqueezeError(f"partial_loss {self.partial_loss} must be >= 0 "
+                               "(weight of the partial branch's own loss)")
         if self.partial_init not in PARTIAL_INITS:
             raise SqueezeError(f"partial_init {self.partial_init!r} is unknown; use one of {', '.join(PARTIAL_INITS)}")
         if self.partial_source not in PARTIAL_SOURCES:

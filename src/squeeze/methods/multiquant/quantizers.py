@@ -65,13 +65,13 @@ def weight_range_init(w: torch.Tensor, k: float = 3.0) -> tuple[torch.Tensor, to
     return -k * std, k * std
 
 
-def weight_range_mse(w: torch.Tensor, bits: int, grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(-k std, +k std)`` with the ``k`` of ``grid`` (default 0.3..5 in steps of 0.02) that minimises the
+def weight_range_mse(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(-k std, +k std)`` with the ``k`` of a grid (0.3..5 in steps of 0.02) that minimises the
     mean squared error between ``w`` and its ``bits``-bit quantization rescaled to the range (a deviation
     from the paper's fixed k = 3, which at 2 bits sends 95 % of a Gaussian's weights to +-std)."""
     w = w.detach().float().flatten()
     std = w.std()
-    ks = torch.arange(0.3, 5.0 + 1e-9, 0.02) if grid is None else grid
+    ks = torch.arange(0.3, 5.0 + 1e-9, 0.02)
     errors = torch.stack([(quantize_weight(w, -k * std, k * std, bits) * (k * std) - w).pow(2).mean() for k in ks])
     k = ks[int(errors.argmin())]
     return -k * std, k * std

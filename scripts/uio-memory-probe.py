@@ -3,8 +3,8 @@
 The passkey shortfall (docs/methods/uio.md) can sit in the encoder (the memories do not hold the key's
 digits) or in the frozen decoder (they hold them, but its copying heads cannot read them out one by one).
 This script tells the two apart. It builds two-segment stretches of held-out Shakespeare with the passkey
-needle at a random offset, encodes both segments with the run's encoder, and trains a classifier (L2-regularised) to name each
-digit of the needle's first key copy from
+needle at a random offset, encodes both segments with the run's encoder, and trains a classifier
+(L2-regularised) to name each digit of the needle's first key copy from
 
 * ``slot``: the memory token whose span ends at or after the digit, closest to it (every layer's state,
   layers x D features): what one memory read by one copying head could use;

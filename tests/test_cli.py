@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import squeeze
 from squeeze import runner
 from squeeze.cli import main
 from squeeze.dfq import load_synthetic
@@ -61,6 +62,14 @@ def test_data_free_quantize_saves_its_images_for_reuse(tmp_path: Path, capsys, m
                  "backend=rtn", "--set", f"synthetic={out}", "--out", str(again)]) == 0
     assert json.loads((again / "report.json").read_text())["calibration"]["reused"] == str(out)
     assert torch.equal(load_synthetic(again).images, saved.images)
+
+
+def test_version_names_squeeze_and_torch(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"squeeze {squeeze.__version__} ") and f"torch {torch.__version__}" in out
 
 
 def test_methods_lists_post_training_and_trained_methods(capsys) -> None:

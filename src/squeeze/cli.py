@@ -272,7 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     from squeeze.restore.cli import add_restore_parser
     from squeeze.sparse.cli import add_check_nm_parser
 
+    import torch
+
+    from squeeze import __version__
+
     parser = argparse.ArgumentParser(prog="squeeze", description="Compress PyTorch models and measure them honestly.")
+    parser.add_argument("--version", action="version", version=f"squeeze {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
     zoo = sub.add_parser("zoo", help="model zoo")
     zoo.add_argument("action", choices=["list"])

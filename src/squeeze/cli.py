@@ -108,6 +108,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_quantize(args: argparse.Namespace) -> None:
     """``squeeze quantize``: post-training quantization of a model, written to ``--out``."""
     from squeeze.config import make_config
+    from squeeze.dfq import GENERATORS
     from squeeze.report import format_table
     from squeeze.runner import run_quantize
 
@@ -117,7 +118,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     if args.data:  # data-free: synthesize the calibration images; --method names the PTQ backend
         kind, _, generator = args.data.partition(":")
         if kind != "synthetic" or not generator:
-            raise SqueezeError(f"--data {args.data!r}: use synthetic:spdfq, synthetic:psaq-vit or synthetic:noise")
+            raise SqueezeError(f"--data {args.data!r}: use synthetic:GENERATOR with one of {', '.join(GENERATORS)}")
         fields.update(generator=generator, backend=args.method)
         method = "spdfq"
     config = make_config(method, **fields)
@@ -226,8 +227,8 @@ def _add_run_folder_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--calib", type=int, default=32)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
-    q.add_argument("--data", default="", help="synthetic:spdfq|psaq-vit|noise: calibrate on synthetic images "
-                   "(no data needed); --method then names the PTQ backend (isvit, repq-vit)")
+    q.add_argument("--data", default="", help="synthetic:spdfq|psaq-vit|psaq-vit-v2|noise: calibrate on synthetic "
+                   "images (no data needed); --method then names the PTQ backend (isvit, repq-vit)")
     q.add_argument("--out", required=True)
     q.add_argument("--force", action="store_true", help="replace an existing output folder")
     q.set_defaults(fn=cmd_quantize)

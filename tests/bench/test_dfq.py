@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from squeeze.bench.common import aggregate
 from squeeze.bench import dfq
-from squeeze.bench.dfq import (ALPHA_SOURCES, QUICK_SOURCES, SEEDS, SOURCES, DfqRunner, cells, checks, choose_alpha,
-                               run, table)
+from squeeze.bench.dfq import (ALPHA_SOURCES, QUICK_SOURCES, SEEDS, SOURCES, STUDENT_SOURCES, DfqRunner, cells,
+                               checks, choose_alpha, run, table)
 from squeeze.zoo.registry import ZooModel
 
 
@@ -28,7 +29,13 @@ def test_cells_cover_sources_settings_and_put_w4a4_first() -> None:
     # the chosen alpha1 goes to the APA sources of that model only
     with_alpha = {(c.model, c.label) for c in plan if c.options == (("alpha_apa", 0.3),)}
     assert with_alpha == {("vit-fmnist", src) for src in ALPHA_SOURCES}
-    assert not [c for c in plan if c.options and (c.model, c.label) not in with_alpha]
+    # PSAQ-ViT V2's student takes each cell's bit widths, so its images are made per setting
+    student = [c for c in plan if c.label in STUDENT_SOURCES]
+    assert student and all(c.options == (("student_wbits", c.wbits), ("student_abits", c.abits)) for c in student)
+    assert not [c for c in plan if c.options and (c.model, c.label) not in with_alpha and c not in student]
+    runner = DfqRunner(Path("cache"), load=lambda name: (None, None))
+    folders = {runner.synth_folder(c) for c in student if c.model == "vit-fmnist" and c.seed == 0}
+    assert len(folders) == len(SEEDS)
 
 
 def test_choose_alpha_uses_the_mean_held_out_score_and_prefers_the_smaller_on_ties() -> None:
@@ -47,6 +54,7 @@ def test_checks_report_order_gap_and_synthesis_time() -> None:
     rows += [_row("vit-fmnist", "real", 4, 4, s, 86.5 + s, synth=0.0) for s in range(2)]
     text = "\n".join(checks(aggregate(rows), rows))
     assert "spdfq 80.50±0.71 > psaq-vit 70.50±0.71: met" in text
+    assert "psaq-vit-v2" not in text  # no rows, no line
     assert "psaq-vit 70.50±0.71 > noise 71.00±0.71: tie" in text
     assert "spdfq is 6.50 points below real-data calibration (target <= 5): NOT met" in text
     assert "took at most 120 s" in text and text.rstrip().endswith("met")

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -12,7 +13,9 @@ from torch import nn
 from squeeze.dfq import (Normalization, SynthConfig, load_synthetic, quantize_data_free, save_synthetic,
                          synthesize)
 from squeeze.dfq.attention import cls_attention, patch_grid, record_attention
+from squeeze.dfq.losses import kl_divergence
 from squeeze.dfq.msr import box_mask, crop_resize, draw_boxes
+from squeeze.dfq.student import minmax_student
 from squeeze.errors import SqueezeError
 
 NORM = Normalization((0.5,), (0.25,))  # valid normalized range [-2, 2]
@@ -58,7 +61,8 @@ def test_attention_recorder_reads_cls_rows_and_removes_hooks() -> None:
     assert not any(m._forward_hooks for m in net.modules())
 
 
-@pytest.mark.parametrize("generator,options", [("psaq-vit", {}), ("spdfq", {}), ("spdfq", {"soft_labels": False})])
+@pytest.mark.parametrize("generator,options", [("psaq-vit", {}), ("psaq-vit-v2", {}), ("spdfq", {}),
+                                               ("spdfq", {"soft_labels": False})])
 def test_generators_run_in_range_and_leave_the_model_alone(generator: str, options: dict) -> None:
     net = tiny_vit()
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -82,6 +86,43 @@ def test_optimization_raises_target_confidence() -> None:
         def conf(s):  # mean probability of the chosen labels
             return net(s.images).softmax(-1)[torch.arange(4), s.labels].mean()
         assert conf(long) > conf(short) + 0.05
+
+
+def test_psaq_v2_student_learns_to_agree_and_images_seek_disagreement() -> None:
+    net = tiny_vit()
+    with torch.no_grad():  # make the random-init ViT's logits depend on the input
+        net.head.weight.mul_(20)
+    x = torch.randn(8, 1, 16, 16).clamp(-2, 2)
+    student = minmax_student(net, x, 4, 4, lr=3e-4)
+    assert not any(m._forward_hooks for m in student.net.modules())
+    with torch.no_grad():
+        teacher = net(x)
+
+    def kl() -> float:
+        with torch.no_grad():
+            return float(kl_divergence(teacher, student.net(x)))
+    start, seen = kl(), []
+    assert start > 0
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for _ in range(40):  # distillation steps on fixed images: the student closes the KL (rounding jitters it)
+        student.accumulate(kl_divergence(teacher, student.net(x)))
+        student.step()
+        seen.append(kl())
+    assert sum(seen[-10:]) / 10 < 0.75 * start
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the teacher never moves
+    # the images' own loss carries -KL: a pixel step along its gradient raises the disagreement
+    pixels = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(-kl_divergence(net(pixels), student.net(pixels)), [pixels])
+    with torch.no_grad():
+        moved = float(kl_divergence(net(x - 0.05 * grad.sign()), student.net(x - 0.05 * grad.sign())))
+    assert moved > kl()
+
+
+def test_kl_divergence_matches_torch() -> None:
+    t, s = torch.randn(5, 7), torch.randn(5, 7)
+    reference = F.kl_div(s.log_softmax(-1), t.log_softmax(-1), reduction="batchmean", log_target=True)
+    torch.testing.assert_close(kl_divergence(t, s), reference)
+    assert float(kl_divergence(t, t)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_non_vit_apa_error_and_apa_off_works() -> None:
@@ -130,7 +171,8 @@ def test_corrupt_or_mismatched_files_are_refused(tmp_path) -> None:
 
 
 def test_bad_synthesis_options_fail_loudly() -> None:
-    for bad in ({"generator": "gan"}, {"iters": 0}, {"msr_boxes": 5}, {"lr": 0}, {"jitter": -1}):
+    for bad in ({"generator": "gan"}, {"iters": 0}, {"msr_boxes": 5}, {"lr": 0}, {"jitter": -1},
+                {"student_wbits": 1}, {"student_abits": 4.5}, {"adv_weight": -1}):
         with pytest.raises(SqueezeError):
             SynthConfig(**bad)
     with pytest.raises(SqueezeError, match="image inputs"):

@@ -2,7 +2,8 @@
 
 Calibration sources, all through the **same PTQ backend** (:data:`BACKEND`, I&S-ViT block
 reconstruction as in the SPDFQ paper): Gaussian ``noise``, ``psaq-vit`` (patch-similarity entropy),
-``spdfq`` (APA + MSR + SL), the SPDFQ ablations ``spdfq-no-apa`` / ``spdfq-no-msr`` /
+``psaq-vit-v2`` (the same prior plus an adaptive teacher-student loop whose min-max student has the
+cell's bit widths), ``spdfq`` (APA + MSR + SL), the SPDFQ ablations ``spdfq-no-apa`` / ``spdfq-no-msr`` /
 ``spdfq-no-soft``, and ``real`` training images (the upper bound). 32 images each, W4A4 (seeds
 0-3) and W6A6 (seeds 0-1), on ``vit-fmnist`` and ``dinov2-s14`` (a seed fixes the synthetic images,
 their labels, priors and boxes, and the real images). Each synthetic set is made once per (model,
@@ -40,6 +41,7 @@ BACKEND_OPTIONS: dict[str, Any] = {"iters": 25}
 SOURCES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "noise": ("noise", {}),
     "psaq-vit": ("psaq-vit", {}),
+    "psaq-vit-v2": ("psaq-vit-v2", {}),
     "spdfq": ("spdfq", {}),
     "spdfq-no-apa": ("spdfq", {"apa": False}),
     "spdfq-no-msr": ("spdfq", {"msr": False}),
@@ -51,6 +53,7 @@ SOURCES: dict[str, tuple[str | None, dict[str, Any]]] = {
 ALPHA_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 ALPHA_SEEDS = (0, 1)
 ALPHA_SOURCES = ("spdfq", "spdfq-no-msr", "spdfq-no-soft")  # APA on: they take the chosen alpha1
+STUDENT_SOURCES = ("psaq-vit-v2",)  # their images depend on the bits: the student is quantized at the cell's
 SWEEP = "spdfq-alpha"  # label prefix of the alpha1 selection rows
 SYNTH_ITERS = {"vit-fmnist": 300, "dinov2-s14": 200}
 QUICK_SOURCES = ("noise", "psaq-vit", "spdfq", "real")
@@ -87,6 +90,8 @@ class DfqRunner:
         """Cache folder of the cell's synthetic set; a sweep cell and the chosen ``spdfq`` cell share one."""
         options = source_of(cell)[1]
         alpha = f"-a{options['alpha_apa']:g}" if "alpha_apa" in options else ""
+        if "student_wbits" in options:
+            alpha += f"-w{options['student_wbits']}a{options['student_abits']}"
         stem = f"{cell.model}-{cell.tag}-{source_label(cell)}{alpha}-s{cell.seed}-i{self.iters(cell.model)}"
         return self.cache_dir / "dfq-synth" / stem
 
@@ -169,10 +174,13 @@ def cells(models: dict[str, str], quick: bool = False, alphas: dict[str, float] 
     sources = QUICK_SOURCES if quick else tuple(SOURCES)
     alphas = alphas or {}
 
-    def options(model: str, src: str) -> tuple[tuple[str, Any], ...]:
+    def options(model: str, src: str, w: int, a: int) -> tuple[tuple[str, Any], ...]:
+        if src in STUDENT_SOURCES:
+            return (("student_wbits", w), ("student_abits", a))
         return (("alpha_apa", alphas[model]),) if model in alphas and src in ALPHA_SOURCES else ()
-    plan = [Cell(m, BACKEND, w, a, s, label=src, options=options(m, src), tag=tag) for m, tag in models.items()
-            for (w, a), setting_seeds in seeds.items() for src in sources for s in setting_seeds]
+    plan = [Cell(m, BACKEND, w, a, s, label=src, options=options(m, src, w, a), tag=tag)
+            for m, tag in models.items() for (w, a), setting_seeds in seeds.items() for src in sources
+            for s in setting_seeds]
 
     def rank(c: Cell) -> tuple[int, int, int]:
         return ((c.wbits, c.abits) != (4, 4), c.label not in QUICK_SOURCES, c.seed > 1)
@@ -197,7 +205,7 @@ def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
     """The issue's targets on the aggregated numbers (ties reported as ties)."""
     lines = []
     for model in sorted({r["model"] for r in agg}):
-        for better, worse in (("spdfq", "psaq-vit"), ("psaq-vit", "noise")):
+        for better, worse in (("spdfq", "psaq-vit"), ("spdfq", "psaq-vit-v2"), ("psaq-vit", "noise")):
             line = _order_line(agg, model, better, worse, 4, 4)
             if line:
                 lines.append(line)

@@ -9,8 +9,8 @@ import torch
 
 from squeeze.errors import SqueezeError
 
-GENERATORS = ("noise", "psaq-vit", "spdfq")
-SYNTH_VERSION = 1
+GENERATORS = ("noise", "psaq-vit", "psaq-vit-v2", "spdfq")
+SYNTH_VERSION = 2  # 2: psaq-vit-v2 and its student options
 
 
 @dataclass
@@ -19,7 +19,8 @@ class SynthConfig:
 
     Attributes:
         generator: ``noise`` (Gaussian noise, no optimization), ``psaq-vit`` (patch-similarity
-            entropy, Li et al. ECCV'22) or ``spdfq`` (APA + MSR + SL, Zhong et al. 2024).
+            entropy, Li et al. ECCV'22), ``psaq-vit-v2`` (the same prior plus an adaptive
+            teacher-student loop, Li et al. TNNLS'23) or ``spdfq`` (APA + MSR + SL, Zhong et al. 2024).
         n_images: number of images (papers: 32).
         iters: Adam steps on the pixels (papers: 1000; 300 suffices for the tiny zoo models).
         lr: Adam learning rate on pixels (PSAQ-ViT: 0.2, betas (0.5, 0.9)), warm-up then cosine.
@@ -35,6 +36,10 @@ class SynthConfig:
         tv_weight: weight of |TV - target| (PSAQ-ViT and SPDFQ: 0.05).
         jitter: random roll in pixels (default: 1/14 of the image side, PSAQ-ViT's 15 px at 224).
         flip: random horizontal flip.
+        student_wbits / student_abits: bit widths of ``psaq-vit-v2``'s student, the float model
+            quantized with min-max round-to-nearest (set them to the target PTQ's bits).
+        student_lr: Adam learning rate of the student's distillation steps (``psaq-vit-v2``).
+        adv_weight: weight of the teacher-student KL divergence the images maximize (``psaq-vit-v2``).
     """
 
     version: ClassVar[int] = SYNTH_VERSION
@@ -54,6 +59,10 @@ class SynthConfig:
     tv_weight: float = 0.05
     jitter: int | None = None
     flip: bool = True
+    student_wbits: int = 4
+    student_abits: int = 4
+    student_lr: float = 1e-4
+    adv_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.generator not in GENERATORS:
@@ -65,7 +74,11 @@ class SynthConfig:
                 raise SqueezeError(f"{name}={value!r}; need an integer >= {low}")
         if not isinstance(self.msr_boxes, int) or not 1 <= self.msr_boxes <= 4:
             raise SqueezeError(f"msr_boxes={self.msr_boxes!r}; use 1..4 (one box per image quadrant)")
-        for name in ("lr", "alpha_apa", "tv_weight"):
+        for name in ("student_wbits", "student_abits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 2 <= value <= 16:
+                raise SqueezeError(f"{name}={value!r}; need an integer bit width in 2..16")
+        for name in ("lr", "alpha_apa", "tv_weight", "student_lr", "adv_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0 or (name == "lr" and value == 0):
                 raise SqueezeError(f"{name}={value!r}; need a non-negative number (lr > 0)")

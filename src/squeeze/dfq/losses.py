@@ -133,3 +133,9 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * base * (1 + math.cos(math.pi * progress))
+
+
+def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(softmax(teacher) || softmax(student)); both (B, C) (PSAQ-ViT V2)."""
+    log_t = teacher_logits.log_softmax(dim=-1)
+    return (log_t.exp() * (log_t - student_logits.log_softmax(dim=-1))).sum(dim=-1).mean()

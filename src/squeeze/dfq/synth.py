@@ -5,6 +5,9 @@ One loop serves every generator; the generator decides the loss terms:
 * ``noise``: Gaussian noise clipped to the valid range, no optimization (the weakest baseline);
 * ``psaq-vit``: CE to random hard labels - sum of per-block patch-similarity entropies
   + tv_weight * |TV - v| (Li et al., ECCV 2022);
+* ``psaq-vit-v2``: the same entropies and TV, no given labels (CE to the teacher's own prediction),
+  minus adv_weight * KL(teacher || student), while a min-max quantized student learns to close that
+  KL on the same views (Li et al., TNNLS 2023; see :mod:`squeeze.dfq.student`);
 * ``spdfq``: CE (soft targets with SL, hard without) + alpha * APA + MSR box CEs
   + tv_weight * |TV - v| (Zhong et al., arXiv 2412.16553).
 
@@ -30,8 +33,12 @@ from squeeze.dfq import losses
 from squeeze.dfq.attention import cls_attention, patch_grid, record_attention, require_attention
 from squeeze.dfq.config import Normalization, SynthConfig, normalization_for
 from squeeze.dfq.msr import Box, crop_resize, draw_boxes
+from squeeze.dfq.student import Student, minmax_student
 from squeeze.errors import SqueezeError
 from squeeze.quant.prepare import attention_modules
+
+
+PSE_GENERATORS = ("psaq-vit", "psaq-vit-v2")  # maximize the patch-similarity entropy
 
 
 @dataclass
@@ -121,8 +128,19 @@ def _msr(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Generator) 
     return losses.soft_cross_entropy(net(crops), chunk.box_targets[pick])
 
 
+def _adaptive(logits: torch.Tensor, view: torch.Tensor, student: Student, rec: Any) -> tuple[torch.Tensor, ...]:
+    """PSAQ-ViT V2's terms: teacher confidence, patch-similarity entropy, teacher-student KL.
+
+    The student's distillation gradient is taken from the same forward (applied after the pixels' step).
+    """
+    student_logits = student.net(view)
+    student.accumulate(losses.kl_divergence(logits.detach(), student_logits))
+    confidence = F.cross_entropy(logits, logits.argmax(dim=-1))  # no given labels: the teacher's own
+    return confidence, _psaq_entropy(rec.outputs), losses.kl_divergence(logits, student_logits)
+
+
 def _step_loss(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Generator, jitter: int,
-               rec: Any) -> torch.Tensor:
+               rec: Any, student: Student | None = None) -> torch.Tensor:
     """Loss of one step on one augmented view of the chunk."""
     dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist() if jitter else (0, 0))
     flip = cfg.flip and bool(torch.rand(1, generator=gen) < 0.5)
@@ -130,24 +148,35 @@ def _step_loss(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Gener
     view = view.flip(3) if flip else view
     if rec is not None:
         rec.clear()
-    loss = losses.soft_cross_entropy(net(view), chunk.targets)
+    logits = net(view)
+    if student is not None:
+        confidence, entropy, kl = _adaptive(logits, view, student, rec)
+        return confidence - entropy - cfg.adv_weight * kl + _tv(chunk, cfg)
+    loss = losses.soft_cross_entropy(logits, chunk.targets)
     if cfg.generator == "psaq-vit":
         loss = loss - _psaq_entropy(rec.outputs)
     if cfg.generator == "spdfq" and cfg.apa:
         loss = loss + cfg.alpha_apa * _apa(rec.probs, chunk, (dy, dx), flip, tuple(chunk.x.shape[-2:]))
     if cfg.generator == "spdfq" and cfg.msr:
         loss = loss + _msr(net, chunk, cfg, gen)
-    return loss + cfg.tv_weight * (losses.total_variation(chunk.x) - chunk.tv_target).abs()
+    return loss + _tv(chunk, cfg)
+
+
+def _tv(chunk: _Chunk, cfg: SynthConfig) -> torch.Tensor:
+    return cfg.tv_weight * (losses.total_variation(chunk.x) - chunk.tv_target).abs()
 
 
 def _optimize(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, bounds: tuple[torch.Tensor, torch.Tensor],
-              gen: torch.Generator, bar: tqdm) -> None:
-    """Adam on the pixels of one chunk for ``cfg.iters`` steps, clipping after each step."""
+              gen: torch.Generator, bar: tqdm, student: Student | None = None) -> None:
+    """Adam on the pixels of one chunk for ``cfg.iters`` steps, clipping after each step.
+
+    With a ``student`` (PSAQ-ViT V2), the student takes one distillation step after each pixel step.
+    """
     lo, hi = (b.to(chunk.x.device) for b in bounds)
     opt = torch.optim.Adam([chunk.x], lr=cfg.lr, betas=(0.5, 0.9))
     jitter = cfg.jitter if cfg.jitter is not None else max(1, round(chunk.x.shape[-1] / 14))
     needs_probs = cfg.generator == "spdfq" and cfg.apa
-    needs_outputs = cfg.generator == "psaq-vit"
+    needs_outputs = cfg.generator in PSE_GENERATORS
     with ExitStack() as stack:
         rec = (stack.enter_context(record_attention(
             net, "PSAQ-ViT" if needs_outputs else "APA (attention priors alignment)",
@@ -155,22 +184,32 @@ def _optimize(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, bounds: tuple[tor
         for step in range(cfg.iters):
             for group in opt.param_groups:
                 group["lr"] = losses.lr_at(step, cfg.iters, cfg.lr, max(1, cfg.iters // 10))
-            loss = _step_loss(net, chunk, cfg, gen, jitter, rec)
+            loss = _step_loss(net, chunk, cfg, gen, jitter, rec, student)
             (chunk.x.grad,) = torch.autograd.grad(loss, [chunk.x])
             opt.step()
+            if student is not None:
+                student.step()
             with torch.no_grad():
                 chunk.x.copy_(torch.maximum(torch.minimum(chunk.x, hi), lo))
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
 
+def _labels(net: nn.Module, chunk: _Chunk, own: bool) -> torch.Tensor:
+    """The chunk's labels: its targets', or the teacher's prediction when it had no given labels."""
+    if not own:
+        return chunk.targets.argmax(dim=-1).cpu()
+    with torch.no_grad():
+        return net(chunk.x).argmax(dim=-1).cpu()
+
+
 def synthesis_model(model: nn.Module, cfg: SynthConfig) -> nn.Module:
     """The network to invert: ``model`` itself, or a prepared copy when attention must be read."""
-    needs_attention = cfg.generator == "psaq-vit" or (cfg.generator == "spdfq" and cfg.apa)
+    needs_attention = cfg.generator in PSE_GENERATORS or (cfg.generator == "spdfq" and cfg.apa)
     if not needs_attention or attention_modules(model):
         return model
     net = copy.deepcopy(model)
-    require_attention(net, "PSAQ-ViT" if cfg.generator == "psaq-vit" else "APA (attention priors alignment)")
+    require_attention(net, "PSAQ-ViT" if cfg.generator in PSE_GENERATORS else "APA (attention priors alignment)")
     return net
 
 
@@ -202,9 +241,12 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], cfg: SynthConfig,
         with tqdm(total=cfg.iters * len(sizes), desc=f"synthesize {cfg.generator}", disable=not progress) as bar:
             for n in sizes:
                 chunk = _init_chunk(net, n, tuple(input_shape), bounds, cfg, gen, device)
-                _optimize(net, chunk, cfg, bounds, gen, bar)
+                # the student is copied before the attention hooks go on, so it carries none
+                student = (minmax_student(model, chunk.x.detach(), cfg.student_wbits, cfg.student_abits,
+                                          cfg.student_lr) if cfg.generator == "psaq-vit-v2" else None)
+                _optimize(net, chunk, cfg, bounds, gen, bar, student)
                 images.append(chunk.x.detach().cpu())
-                labels.append(chunk.targets.argmax(dim=-1).cpu())
+                labels.append(_labels(net, chunk, student is not None))
     finally:
         net.train(was_training)
     return SyntheticSet(torch.cat(images), torch.cat(labels), norm, cfg, time.perf_counter() - start)

@@ -32,7 +32,8 @@ class SPDFQConfig(QuantConfig):
     """SPDFQ. Example: ``make_config("spdfq", wbits=4, abits=4, backend="repq-vit", msr=False)``.
 
     Attributes:
-        generator: ``spdfq`` (default), or the baselines ``psaq-vit`` / ``noise`` on the same backend.
+        generator: ``spdfq`` (default), or the baselines ``psaq-vit`` / ``psaq-vit-v2`` (its student
+            quantized at ``wbits`` / ``abits``) / ``noise`` on the same backend.
         apa / msr / soft_labels: SPDFQ components (each switchable for the ablation).
         n_images: synthetic calibration images (paper: 32).
         synth_iters / synth_lr: Adam steps and learning rate on the pixels (paper: 1000 / 0.2 -- 300 is
@@ -79,7 +80,8 @@ def synth_config(config: SPDFQConfig) -> SynthConfig:
     """The synthesis options of an SPDFQ config."""
     return SynthConfig(generator=config.generator, n_images=config.n_images, iters=config.synth_iters,
                        lr=config.synth_lr, seed=config.seed, apa=config.apa, msr=config.msr,
-                       soft_labels=config.soft_labels, alpha_apa=config.alpha_apa)
+                       soft_labels=config.soft_labels, alpha_apa=config.alpha_apa,
+                       student_wbits=config.wbits, student_abits=config.abits)
 
 
 def backend_config(config: SPDFQConfig) -> QuantConfig:

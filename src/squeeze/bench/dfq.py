@@ -303,7 +303,7 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, r
     devices = sorted({str(r.get("device", "cpu")) for r in rows})
     steps = {m: runner.iters(m) for m in sorted({r["model"] for r in rows})}
     seeds = {f"W{w}A{a}": sorted({r["seed"] for r in rows if (r["wbits"], r["abits"]) == (w, a)}) for w, a in SETTINGS}
-    parts = ["# Data-free quantization of ViTs: SPDFQ against PSAQ-ViT, noise and real data", "",
+    parts = ["# Data-free quantization of ViTs: SPDFQ against PSAQ-ViT (V1, V2), noise and real data", "",
              f"Written by `{command}` (seeds {seeds}; {N_IMAGES} calibration images per source; backend "
              f"`{runner.backend}` with {runner.backend_options} for every source; synthesis steps {steps}; "
              "rows ran on: "

@@ -3,12 +3,12 @@
 Calibration sources, all through the **same PTQ backend** (:data:`BACKEND`, I&S-ViT block
 reconstruction as in the SPDFQ paper): Gaussian ``noise``, ``psaq-vit`` (patch-similarity entropy),
 ``psaq-vit-v2`` (the same prior plus an adaptive teacher-student loop whose min-max student has the
-cell's bit widths), ``spdfq`` (APA + MSR + SL), the SPDFQ ablations ``spdfq-no-apa`` / ``spdfq-no-msr`` /
-``spdfq-no-soft``, and ``real`` training images (the upper bound). 32 images each, W4A4 (seeds
-0-3) and W6A6 (seeds 0-1), on ``vit-fmnist`` and ``dinov2-s14`` (a seed fixes the synthetic images,
-their labels, priors and boxes, and the real images). Each synthetic set is made once per (model,
-source, options, seed), saved under the cache folder with its contact sheet, and reused for both
-bit widths.
+cell's bit widths), ``smi`` (PSAQ-ViT's loss with sparse model inversion), ``spdfq`` (APA + MSR + SL),
+the SPDFQ ablations ``spdfq-no-apa`` / ``spdfq-no-msr`` / ``spdfq-no-soft``, and ``real`` training
+images (the upper bound). 32 images each, W4A4 (seeds 0-3) and W6A6 (seeds 0-1), on ``vit-fmnist``
+and ``dinov2-s14`` (a seed fixes the synthetic images, their labels, priors and boxes, and the real
+images). Each synthetic set is made once per (model, source, options, seed), saved under the cache
+folder with its contact sheet, and reused for both bit widths (V2's per bit width).
 
 The APA weight alpha1 is the one hyper-parameter the paper tunes per model. For a model whose zoo
 entry offers held-out *training* data (``ZooModel.holdout``), the suite first runs SPDFQ at W4A4
@@ -42,6 +42,7 @@ SOURCES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "noise": ("noise", {}),
     "psaq-vit": ("psaq-vit", {}),
     "psaq-vit-v2": ("psaq-vit-v2", {}),
+    "smi": ("smi", {}),
     "spdfq": ("spdfq", {}),
     "spdfq-no-apa": ("spdfq", {"apa": False}),
     "spdfq-no-msr": ("spdfq", {"msr": False}),
@@ -205,7 +206,7 @@ def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
     """The issue's targets on the aggregated numbers (ties reported as ties)."""
     lines = []
     for model in sorted({r["model"] for r in agg}):
-        for better, worse in (("spdfq", "psaq-vit"), ("spdfq", "psaq-vit-v2"), ("psaq-vit", "noise")):
+        for better, worse in (("spdfq", "psaq-vit"), ("spdfq", "psaq-vit-v2"), ("spdfq", "smi"), ("psaq-vit", "noise")):
             line = _order_line(agg, model, better, worse, 4, 4)
             if line:
                 lines.append(line)
@@ -303,7 +304,7 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], name: str, r
     devices = sorted({str(r.get("device", "cpu")) for r in rows})
     steps = {m: runner.iters(m) for m in sorted({r["model"] for r in rows})}
     seeds = {f"W{w}A{a}": sorted({r["seed"] for r in rows if (r["wbits"], r["abits"]) == (w, a)}) for w, a in SETTINGS}
-    parts = ["# Data-free quantization of ViTs: SPDFQ against PSAQ-ViT (V1, V2), noise and real data", "",
+    parts = ["# Data-free quantization of ViTs: SPDFQ against PSAQ-ViT (V1, V2), SMI, noise and real data", "",
              f"Written by `{command}` (seeds {seeds}; {N_IMAGES} calibration images per source; backend "
              f"`{runner.backend}` with {runner.backend_options} for every source; synthesis steps {steps}; "
              "rows ran on: "

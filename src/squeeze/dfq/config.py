@@ -9,8 +9,8 @@ import torch
 
 from squeeze.errors import SqueezeError
 
-GENERATORS = ("noise", "psaq-vit", "psaq-vit-v2", "spdfq")
-SYNTH_VERSION = 2  # 2: psaq-vit-v2 and its student options
+GENERATORS = ("noise", "psaq-vit", "psaq-vit-v2", "smi", "spdfq")
+SYNTH_VERSION = 2  # 2: psaq-vit-v2, smi and their options
 
 
 @dataclass
@@ -20,7 +20,8 @@ class SynthConfig:
     Attributes:
         generator: ``noise`` (Gaussian noise, no optimization), ``psaq-vit`` (patch-similarity
             entropy, Li et al. ECCV'22), ``psaq-vit-v2`` (the same prior plus an adaptive
-            teacher-student loop, Li et al. TNNLS'23) or ``spdfq`` (APA + MSR + SL, Zhong et al. 2024).
+            teacher-student loop, Li et al. TNNLS'23), ``smi`` (PSAQ-ViT's loss with sparse model
+            inversion, Hu et al. ICML'24) or ``spdfq`` (APA + MSR + SL, Zhong et al. 2024).
         n_images: number of images (papers: 32).
         iters: Adam steps on the pixels (papers: 1000; 300 suffices for the tiny zoo models).
         lr: Adam learning rate on pixels (PSAQ-ViT: 0.2, betas (0.5, 0.9)), warm-up then cosine.
@@ -40,6 +41,8 @@ class SynthConfig:
             quantized with min-max round-to-nearest (set them to the target PTQ's bits).
         student_lr: Adam learning rate of the student's distillation steps (``psaq-vit-v2``).
         adv_weight: weight of the teacher-student KL divergence the images maximize (``psaq-vit-v2``).
+        smi_drops / smi_ratio: ``smi`` drops patches this many times, evenly spread over the steps,
+            each time ``smi_ratio`` of every image's remaining patches (the least attended).
     """
 
     version: ClassVar[int] = SYNTH_VERSION
@@ -63,6 +66,8 @@ class SynthConfig:
     student_abits: int = 4
     student_lr: float = 1e-4
     adv_weight: float = 1.0
+    smi_drops: int = 3
+    smi_ratio: float = 0.3
 
     def __post_init__(self) -> None:
         if self.generator not in GENERATORS:
@@ -82,6 +87,10 @@ class SynthConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0 or (name == "lr" and value == 0):
                 raise SqueezeError(f"{name}={value!r}; need a non-negative number (lr > 0)")
+        if not isinstance(self.smi_drops, int) or self.smi_drops < 0:
+            raise SqueezeError(f"smi_drops={self.smi_drops!r}; need an integer >= 0")
+        if not isinstance(self.smi_ratio, (int, float)) or not 0 <= self.smi_ratio < 1:
+            raise SqueezeError(f"smi_ratio={self.smi_ratio!r}; need a fraction in [0, 1)")
         if self.jitter is not None and (not isinstance(self.jitter, int) or self.jitter < 0):
             raise SqueezeError(f"jitter={self.jitter!r}; need pixels >= 0 or None for the default")
 

@@ -8,6 +8,9 @@ One loop serves every generator; the generator decides the loss terms:
 * ``psaq-vit-v2``: the same entropies and TV, no given labels (CE to the teacher's own prediction),
   minus adv_weight * KL(teacher || student), while a min-max quantized student learns to close that
   KL on the same views (Li et al., TNNLS 2023; see :mod:`squeeze.dfq.student`);
+* ``smi``: PSAQ-ViT's loss, inverting ever fewer patches: a few times during the optimization the
+  least-attended patches are dropped from attention and frozen (Hu et al., ICML 2024; see
+  :mod:`squeeze.dfq.sparse`);
 * ``spdfq``: CE (soft targets with SL, hard without) + alpha * APA + MSR box CEs
   + tv_weight * |TV - v| (Zhong et al., arXiv 2412.16553).
 
@@ -33,12 +36,13 @@ from squeeze.dfq import losses
 from squeeze.dfq.attention import cls_attention, patch_grid, record_attention, require_attention
 from squeeze.dfq.config import Normalization, SynthConfig, normalization_for
 from squeeze.dfq.msr import Box, crop_resize, draw_boxes
+from squeeze.dfq.sparse import SparseInversion, masked_keys
 from squeeze.dfq.student import Student, minmax_student
 from squeeze.errors import SqueezeError
 from squeeze.quant.prepare import attention_modules
 
 
-PSE_GENERATORS = ("psaq-vit", "psaq-vit-v2")  # maximize the patch-similarity entropy
+PSE_GENERATORS = ("psaq-vit", "psaq-vit-v2", "smi")  # maximize the patch-similarity entropy
 
 
 @dataclass
@@ -63,6 +67,13 @@ class _Chunk:
     boxes: list[Box]
     box_targets: torch.Tensor | None  # (len(boxes), n_classes)
     tv_target: float
+    sparse: SparseInversion | None = None  # smi: which patches are still inverted
+
+
+def _component(cfg: SynthConfig) -> str:
+    """The name a missing-attention error gives for what needs the attention."""
+    names = {"psaq-vit": "PSAQ-ViT", "psaq-vit-v2": "PSAQ-ViT V2", "smi": "SMI (sparse model inversion)"}
+    return names.get(cfg.generator, "APA (attention priors alignment)")
 
 
 def _targets(labels: torch.Tensor, n_classes: int, soft: bool, gen: torch.Generator) -> torch.Tensor:
@@ -79,20 +90,24 @@ def _init_chunk(net: nn.Module, n: int, shape: tuple[int, ...], bounds: tuple[to
     spdfq = cfg.generator == "spdfq"
     labels = torch.randint(0, n_classes, (n,), generator=gen)
     targets = _targets(labels, n_classes, spdfq and cfg.soft_labels, gen)
-    priors = boxes_t = None
+    priors = boxes_t = sparse = None
     boxes: list[Box] = []
-    if spdfq and cfg.apa:
-        with torch.no_grad(), record_attention(net, "APA (attention priors alignment)") as rec:
+    if (spdfq and cfg.apa) or cfg.generator == "smi":
+        with torch.no_grad(), record_attention(net, _component(cfg)) as rec:
             net(x[:1].to(device))
         heads, n_tokens = rec.probs[0].shape[1], rec.probs[0].shape[-1]
-        priors = losses.attention_priors(n, heads, patch_grid(n_tokens)[1], cfg.apa_components, gen)
+        prefix, grid = patch_grid(n_tokens)
+        if spdfq:
+            priors = losses.attention_priors(n, heads, grid, cfg.apa_components, gen)
+        else:
+            sparse = SparseInversion(torch.ones(n, grid[0] * grid[1], dtype=torch.bool, device=device), prefix, grid)
     if spdfq and cfg.msr:
         boxes = draw_boxes(n, shape[-2:], cfg.msr_boxes, n_classes, gen)
         box_labels = torch.tensor([b.label for b in boxes])
         boxes_t = _targets(box_labels, n_classes, cfg.soft_labels, gen).to(device)
     tv_target = float(2500 + 500 * torch.rand(1, generator=gen)) * losses.tv_target_scale(x)
     return _Chunk(x.to(device).requires_grad_(True), targets.to(device),
-                  None if priors is None else priors.to(device), boxes, boxes_t, tv_target)
+                  None if priors is None else priors.to(device), boxes, boxes_t, tv_target, sparse)
 
 
 def _psaq_entropy(outputs: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -146,6 +161,8 @@ def _step_loss(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Gener
     flip = cfg.flip and bool(torch.rand(1, generator=gen) < 0.5)
     view = chunk.x.roll(shifts=(dy, dx), dims=(2, 3))
     view = view.flip(3) if flip else view
+    if chunk.sparse is not None:
+        chunk.sparse.set_view((dy, dx), flip, tuple(chunk.x.shape[-2:]))
     if rec is not None:
         rec.clear()
     logits = net(view)
@@ -153,13 +170,24 @@ def _step_loss(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Gener
         confidence, entropy, kl = _adaptive(logits, view, student, rec)
         return confidence - entropy - cfg.adv_weight * kl + _tv(chunk, cfg)
     loss = losses.soft_cross_entropy(logits, chunk.targets)
-    if cfg.generator == "psaq-vit":
+    if cfg.generator in ("psaq-vit", "smi"):
         loss = loss - _psaq_entropy(rec.outputs)
     if cfg.generator == "spdfq" and cfg.apa:
         loss = loss + cfg.alpha_apa * _apa(rec.probs, chunk, (dy, dx), flip, tuple(chunk.x.shape[-2:]))
     if cfg.generator == "spdfq" and cfg.msr:
         loss = loss + _msr(net, chunk, cfg, gen)
     return loss + _tv(chunk, cfg)
+
+
+def _drop_patches(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, rec: Any) -> None:
+    """SMI: drop each image's least-attended patches (last block's class-token attention, heads averaged)."""
+    assert chunk.sparse is not None
+    chunk.sparse.set_view((0, 0), False, tuple(chunk.x.shape[-2:]))
+    rec.clear()
+    with torch.no_grad():
+        net(chunk.x)
+    scores = cls_attention(rec.probs[max(rec.probs)]).mean(dim=1)  # (B, P)
+    chunk.sparse.drop(scores, cfg.smi_ratio, chunk.x)
 
 
 def _tv(chunk: _Chunk, cfg: SynthConfig) -> torch.Tensor:
@@ -175,13 +203,17 @@ def _optimize(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, bounds: tuple[tor
     lo, hi = (b.to(chunk.x.device) for b in bounds)
     opt = torch.optim.Adam([chunk.x], lr=cfg.lr, betas=(0.5, 0.9))
     jitter = cfg.jitter if cfg.jitter is not None else max(1, round(chunk.x.shape[-1] / 14))
-    needs_probs = cfg.generator == "spdfq" and cfg.apa
+    needs_probs = (cfg.generator == "spdfq" and cfg.apa) or chunk.sparse is not None
+    drops = {round(cfg.iters * k / (cfg.smi_drops + 1)) for k in range(1, cfg.smi_drops + 1)}  # smi only
     needs_outputs = cfg.generator in PSE_GENERATORS
     with ExitStack() as stack:
-        rec = (stack.enter_context(record_attention(
-            net, "PSAQ-ViT" if needs_outputs else "APA (attention priors alignment)",
-            keep_probs=needs_probs, keep_outputs=needs_outputs)) if needs_probs or needs_outputs else None)
+        rec = None
+        if needs_probs or needs_outputs:
+            rec = stack.enter_context(record_attention(net, _component(cfg), needs_probs, needs_outputs))
+        stack.enter_context(masked_keys(attention_modules(net), chunk.sparse))
         for step in range(cfg.iters):
+            if chunk.sparse is not None and step in drops:
+                _drop_patches(net, chunk, cfg, rec)
             for group in opt.param_groups:
                 group["lr"] = losses.lr_at(step, cfg.iters, cfg.lr, max(1, cfg.iters // 10))
             loss = _step_loss(net, chunk, cfg, gen, jitter, rec, student)
@@ -191,6 +223,8 @@ def _optimize(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, bounds: tuple[tor
                 student.step()
             with torch.no_grad():
                 chunk.x.copy_(torch.maximum(torch.minimum(chunk.x, hi), lo))
+            if chunk.sparse is not None:
+                chunk.sparse.restore(chunk.x)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
@@ -209,7 +243,7 @@ def synthesis_model(model: nn.Module, cfg: SynthConfig) -> nn.Module:
     if not needs_attention or attention_modules(model):
         return model
     net = copy.deepcopy(model)
-    require_attention(net, "PSAQ-ViT" if cfg.generator in PSE_GENERATORS else "APA (attention priors alignment)")
+    require_attention(net, _component(cfg))
     return net
 
 

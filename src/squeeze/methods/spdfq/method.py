@@ -33,7 +33,7 @@ class SPDFQConfig(QuantConfig):
 
     Attributes:
         generator: ``spdfq`` (default), or the baselines ``psaq-vit`` / ``psaq-vit-v2`` (its student
-            quantized at ``wbits`` / ``abits``) / ``noise`` on the same backend.
+            quantized at ``wbits`` / ``abits``) / ``smi`` / ``noise`` on the same backend.
         apa / msr / soft_labels: SPDFQ components (each switchable for the ablation).
         n_images: synthetic calibration images (paper: 32).
         synth_iters / synth_lr: Adam steps and learning rate on the pixels (paper: 1000 / 0.2 -- 300 is

@@ -83,6 +83,20 @@ def test_kde_entropy_matches_reference_and_grows_with_spread() -> None:
     assert losses.kde_entropy(wide).item() > losses.kde_entropy(narrow).item()
 
 
+def test_masked_kde_entropy_equals_the_entropy_of_the_kept_samples() -> None:
+    gen = torch.Generator().manual_seed(6)
+    s = torch.rand(3, 12, generator=gen, dtype=torch.float64) * 0.3
+    valid = torch.rand(3, 12, generator=gen) < 0.6
+    valid[:, :2] = True  # at least two samples per row
+    masked = losses.kde_entropy(s, valid=valid)
+    for row in range(3):
+        alone = losses.kde_entropy(s[row][valid[row]].unsqueeze(0))
+        torch.testing.assert_close(masked[row:row + 1], alone)
+    torch.testing.assert_close(losses.kde_entropy(s, valid=torch.ones_like(valid)), losses.kde_entropy(s))
+    keep = torch.tensor([[True, False, True, True]])
+    assert losses.patch_pairs(keep).tolist() == [[False, True, True, False, False, True]]  # (0,1)..(2,3)
+
+
 def test_patch_cosine_similarity_pairs_and_schedule() -> None:
     f = torch.randn(2, 5, 8)
     sims = losses.patch_cosine_similarity(f)

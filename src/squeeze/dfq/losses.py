@@ -5,6 +5,8 @@
   total variation with a target value.
 * SPDFQ / SARDFQ (Zhong et al., "Semantics Prompting Data-Free Quantization for Low-Bit Vision
   Transformers", arXiv 2412.16553): Gaussian-mixture attention priors (APA), soft targets (SL).
+* PSAQ-ViT V2 (Li et al., TNNLS 2023): the teacher-student KL divergence; SMI (Hu et al., ICML
+  2024): the patch-similarity entropy over the pairs of patches still inverted.
 
 Everything here is a small function of tensors; nothing walks a model.
 """
@@ -111,18 +113,33 @@ def patch_cosine_similarity(features: torch.Tensor) -> torch.Tensor:
     return sim[:, i, j]
 
 
-def kde_entropy(samples: torch.Tensor, bandwidth: float = 0.01, n_points: int = 10) -> torch.Tensor:
+def patch_pairs(keep: torch.Tensor) -> torch.Tensor:
+    """For patches ``keep`` (B, P) bool, whether both patches of each pair i < j are kept: (B, P * (P - 1) / 2).
+
+    Pairs are in :func:`patch_cosine_similarity`'s order.
+    """
+    i, j = torch.triu_indices(keep.shape[1], keep.shape[1], offset=1, device=keep.device)
+    return keep[:, i] & keep[:, j]
+
+
+def kde_entropy(samples: torch.Tensor, bandwidth: float = 0.01, n_points: int = 10,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
     """Differential entropy of a Gaussian kernel density estimate, per row (PSAQ-ViT). (B, M) -> (B,).
 
     The density is evaluated at ``n_points`` evenly spaced points between each row's min and max
-    and the entropy -integral p log p is taken with the trapezoid rule.
+    and the entropy -integral p log p is taken with the trapezoid rule. ``valid`` (B, M) bool keeps
+    only some samples of each row (SMI: the pairs of patches still inverted); None keeps all.
     """
-    lo = samples.min(dim=1, keepdim=True).values
-    hi = samples.max(dim=1, keepdim=True).values
+    if valid is None:
+        valid = torch.ones_like(samples, dtype=torch.bool)
+    lo = samples.masked_fill(~valid, float("inf")).min(dim=1, keepdim=True).values
+    hi = samples.masked_fill(~valid, float("-inf")).max(dim=1, keepdim=True).values
     steps = torch.linspace(0, 1, n_points, device=samples.device, dtype=samples.dtype)
     points = lo + (hi - lo) * steps  # (B, n_points)
     z = (points.unsqueeze(-1) - samples.unsqueeze(1)) / bandwidth  # (B, n_points, M)
-    density = torch.exp(-0.5 * z * z).mean(dim=-1) / (bandwidth * math.sqrt(2 * math.pi))
+    weight = valid.unsqueeze(1).to(samples.dtype)
+    kernel = torch.exp(-0.5 * z * z) * weight
+    density = kernel.sum(dim=-1) / weight.sum(dim=-1).clamp_min(1) / (bandwidth * math.sqrt(2 * math.pi))
     integrand = -density * torch.log(density + 1e-10)
     return torch.trapezoid(integrand, points, dim=-1)
 

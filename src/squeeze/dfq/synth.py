@@ -110,13 +110,19 @@ def _init_chunk(net: nn.Module, n: int, shape: tuple[int, ...], bounds: tuple[to
                   None if priors is None else priors.to(device), boxes, boxes_t, tv_target, sparse)
 
 
-def _psaq_entropy(outputs: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Sum over blocks of the mean patch-similarity entropy (PSAQ-ViT); outputs (B, H, N, d)."""
+def _psaq_entropy(outputs: dict[int, torch.Tensor], sparse: SparseInversion | None = None) -> torch.Tensor:
+    """Sum over blocks of the mean patch-similarity entropy (PSAQ-ViT); outputs (B, H, N, d).
+
+    With SMI's ``sparse`` state, only pairs of patches still inverted count (as if the rest were gone).
+    """
     total: torch.Tensor | float = 0.0
     for out in outputs.values():
         prefix, _ = patch_grid(out.shape[2])
         feats = out.mean(dim=1)[:, prefix:]  # heads averaged, prefix tokens dropped: (B, P, d)
-        total = total + losses.kde_entropy(losses.patch_cosine_similarity(feats)).mean()
+        valid = None
+        if sparse is not None and sparse.view_tokens is not None:
+            valid = losses.patch_pairs(sparse.view_tokens[:, prefix:])  # (B, P * (P - 1) / 2)
+        total = total + losses.kde_entropy(losses.patch_cosine_similarity(feats), valid=valid).mean()
     return torch.as_tensor(total)
 
 
@@ -171,7 +177,7 @@ def _step_loss(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Gener
         return confidence - entropy - cfg.adv_weight * kl + _tv(chunk, cfg)
     loss = losses.soft_cross_entropy(logits, chunk.targets)
     if cfg.generator in ("psaq-vit", "smi"):
-        loss = loss - _psaq_entropy(rec.outputs)
+        loss = loss - _psaq_entropy(rec.outputs, chunk.sparse)
     if cfg.generator == "spdfq" and cfg.apa:
         loss = loss + cfg.alpha_apa * _apa(rec.probs, chunk, (dy, dx), flip, tuple(chunk.x.shape[-2:]))
     if cfg.generator == "spdfq" and cfg.msr:

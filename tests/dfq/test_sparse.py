@@ -44,6 +44,9 @@ def test_a_dropped_patch_no_longer_changes_the_class_output_and_keeps_its_pixels
     assert not any(m._forward_pre_hooks for m in net.modules())
     with torch.no_grad():
         assert not torch.allclose(net(changed), net(x))  # hooks gone: it is read again
+    sparse.set_view((4, -4), True, (16, 16))  # one patch down, one left, then mirrored
+    moved = keep.view(2, 4, 4).roll(shifts=(1, -1), dims=(1, 2)).flip(2).reshape(2, 16)
+    assert torch.equal(sparse.view_tokens, torch.cat([torch.ones(2, 1, dtype=torch.bool), moved], dim=1))
     sparse.frozen = x.clone()
     sparse.restore(changed)
     torch.testing.assert_close(changed, x)

@@ -68,8 +68,13 @@ def apa_loss(attn: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(attn * p, prior * p)
 
 
+def patch_shift(shift: tuple[int, int], grid: tuple[int, int], image_hw: tuple[int, int]) -> tuple[int, int]:
+    """A roll of ``shift`` pixels as a roll of whole patches on a ``grid`` (rounded to the nearest patch)."""
+    return round(shift[0] * grid[0] / image_hw[0]), round(shift[1] * grid[1] / image_hw[1])
+
+
 def align_prior(prior: torch.Tensor, grid: tuple[int, int], shift: tuple[int, int], flip: bool) -> torch.Tensor:
-    """Move prior maps (B, H, P) with the image augmentation: roll by ``shift`` patches, then flip."""
+    """Move maps (B, H, P) with the image augmentation: roll by ``shift`` patches, then flip (any dtype)."""
     b, h, _ = prior.shape
     maps = prior.view(b, h, *grid).roll(shifts=shift, dims=(2, 3))
     if flip:

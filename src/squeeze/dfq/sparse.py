@@ -19,6 +19,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from squeeze.dfq import losses
+
 
 def prune_patches(scores: torch.Tensor, keep: torch.Tensor, ratio: float) -> torch.Tensor:
     """Drop ``floor(ratio * kept)`` of each row's kept patches, lowest ``scores`` first. (B, P) -> (B, P) bool."""
@@ -61,11 +63,10 @@ class SparseInversion:
     def set_view(self, shift: tuple[int, int], flip: bool, image_hw: tuple[int, int]) -> None:
         """Token mask of an augmented view (roll by ``shift`` pixels, rounded to patches, then flip)."""
         b = self.keep.shape[0]
-        patch_shift = (round(shift[0] * self.grid[0] / image_hw[0]), round(shift[1] * self.grid[1] / image_hw[1]))
-        maps = self.keep.view(b, *self.grid).roll(shifts=patch_shift, dims=(1, 2))
-        maps = maps.flip(2) if flip else maps
+        patch_shift = losses.patch_shift(shift, self.grid, image_hw)
+        maps = losses.align_prior(self.keep.unsqueeze(1), self.grid, patch_shift, flip).squeeze(1)  # (B, P)
         prefix = torch.ones(b, self.prefix, dtype=torch.bool, device=self.keep.device)
-        self.view_tokens = torch.cat([prefix, maps.reshape(b, -1)], dim=1)
+        self.view_tokens = torch.cat([prefix, maps], dim=1)
 
     def drop(self, scores: torch.Tensor, ratio: float, x: torch.Tensor) -> None:
         """Drop the least-attended ``ratio`` of the kept patches (``scores`` (B, P)); freeze ``x``'s pixels."""

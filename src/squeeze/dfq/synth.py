@@ -134,8 +134,7 @@ def _apa(probs: dict[int, torch.Tensor], chunk: _Chunk, shift: tuple[int, int], 
     for index, weight in losses.block_weights(len(probs)).items():
         attn = cls_attention(probs[index])
         _, grid = patch_grid(probs[index].shape[-1])
-        patch_shift = (round(shift[0] * grid[0] / image_side[0]), round(shift[1] * grid[1] / image_side[1]))
-        prior = losses.align_prior(chunk.priors, grid, patch_shift, flip)
+        prior = losses.align_prior(chunk.priors, grid, losses.patch_shift(shift, grid, image_side), flip)
         total = total + weight * losses.apa_loss(attn, prior)
     return total
 

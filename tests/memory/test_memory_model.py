@@ -72,6 +72,23 @@ def test_decoder_without_memory_is_the_base_and_memory_matters() -> None:
     assert 0 < ratio < 0.2 and not any(p.requires_grad for p in base.parameters())
 
 
+@pytest.mark.parametrize("window", [0, 1])
+def test_stream_cache_equals_recomputing_past_the_position_clamp(window: int) -> None:
+    """The streaming cache (growing buffers, keys rotated once they reach the clamped position) gives the
+    logits of decoding every segment with all earlier memories projected and rotated afresh."""
+    model = MemoryLM(_base(), UIOConfig(segment=8, memory=4, lora_rank=2, raw_window=window)).eval()
+    with torch.no_grad():
+        for p in model.lora_b.values():  # B starts at zero; make the memory path differ from the base
+            p.normal_(0, 0.3)
+        ids = torch.randint(0, 32, (1, 8 * 24 + 3))  # 96 memories: far past the clamp at 64 - 8(1 + W)
+        segs = [ids[:, s:s + 8] for s in range(0, ids.shape[1], 8)]
+        mems = [model.encode(s) for s in segs[:-1]]
+        by_hand = [model.decode(s, mems[:max(i - window, 0)],
+                                window=torch.cat(segs[max(i - window, 0):i], 1) if window and i else None)
+                   for i, s in enumerate(segs)]
+        assert torch.allclose(model.stream(ids), torch.cat(by_hand, dim=1), atol=1e-4)
+
+
 def test_raw_window_stream_is_the_base_then_reads_older_segments_from_memory() -> None:
     base = _base()
     model = MemoryLM(base, UIOConfig(segment=8, memory=2, lora_rank=2, raw_window=1)).eval()

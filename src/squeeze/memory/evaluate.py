@@ -184,8 +184,10 @@ def cost_sweep(runs: dict[str, tuple[str, nn.Module]], lengths: Sequence[int], r
 
     for name in runs:  # warm-up (allocations, kernels)
         call(name, inputs[min(lengths)][:, :64])
+    from tqdm import tqdm  # noqa: PLC0415
+
     times: dict[tuple[str, int], list[float]] = {c: [] for c in cells}
-    for _ in range(repeats):
+    for _ in tqdm(range(repeats), desc="cost rounds", leave=False):
         for name, n in cells:
             start = clock()
             call(name, inputs[n])

@@ -124,12 +124,13 @@ def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
                      mem_k: torch.Tensor | None, mem_v: torch.Tensor | None,
                      mem_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                      mem_q: torch.Tensor | None = None,
-                     mem_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     mem_mask: torch.Tensor | None = None,
+                     mem_rotated: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decoder attention over [memory prefix, causal segment] (all (B, H, *, hd)), one softmax over both.
 
     Segment scores use rotary queries and keys. Memory keys are rotated by ``mem_rope`` = (cos, sin) tables
     of their positions (:func:`memory_positions`); without it memory scores use the un-rotated query and key
-    (no position). ``mem_q`` (default ``q``) is the query that scores memories. ``mem_mask`` (bool, broadcast to
+    (no position); ``mem_rotated`` says ``mem_k`` is already rotated (a streaming cache). ``mem_q`` (default ``q``) is the query that scores memories. ``mem_mask`` (bool, broadcast to
     (B, H, T, M); True = read) hides padding memories of a batch whose rows read different numbers of
     memories (every row must keep its raw segment). Returns the attention
     output (B, H, T, hd) and, with memories, the part of it read from them (else None)."""
@@ -138,13 +139,14 @@ def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
         return F.scaled_dot_product_attention(qr, kr, v, is_causal=True), None
     t, n = q.shape[-2], mem_k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1])
-    raw = (qr @ kr.transpose(-1, -2)) * scale
+    raw = (qr * scale) @ kr.transpose(-1, -2)  # scaling the T queries, not the T x (M + T) scores
     raw = raw.masked_fill(~torch.ones(t, t, dtype=torch.bool, device=q.device).tril(), float("-inf"))
-    if mem_rope is None:
-        mem = ((q if mem_q is None else mem_q) @ mem_k.transpose(-1, -2)) * scale
+    if mem_rope is None and not mem_rotated:
+        mem = ((q if mem_q is None else mem_q) * scale) @ mem_k.transpose(-1, -2)
     else:
         mqr = qr if mem_q is None else apply_rope(mem_q, cos, sin)
-        mem = (mqr @ apply_rope(mem_k, *mem_rope).transpose(-1, -2)) * scale
+        keys = mem_k if mem_rotated else apply_rope(mem_k, *mem_rope)
+        mem = (mqr * scale) @ keys.transpose(-1, -2)
     if mem_mask is not None:
         mem = mem.masked_fill(~mem_mask, float("-inf"))
     probs = torch.cat([mem, raw], dim=-1).softmax(dim=-1)
@@ -247,11 +249,13 @@ class MemoryLM(nn.Module):
 
     def decode(self, ids: torch.Tensor, memories: Sequence[torch.Tensor] = (),
                kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-               window: torch.Tensor | None = None, mem_mask: torch.Tensor | None = None) -> torch.Tensor:
+               window: torch.Tensor | None = None, mem_mask: torch.Tensor | None = None,
+               kv_rotated: bool = False) -> torch.Tensor:
         """Logits (B, T, V) of a segment ``ids`` (B, T <= L) reading earlier ``memories`` (each
         (layers, B, m, D)) or their already projected prefix ``kv`` (see :meth:`memory_kv`), and the raw
         tokens ``window`` (B, P) of the segments just before it that are not compressed yet (``raw_window``).
-        ``mem_mask`` (B, M) bool marks the memory slots each row reads (default: all)."""
+        ``mem_mask`` (B, M) bool marks the memory slots each row reads (default: all). ``kv_rotated``: the
+        keys of ``kv`` already carry their compact positions (:class:`SegmentContext`)."""
         lay, t = self.lay, ids.shape[1]
         if window is not None:  # the raw window is decoded with the segment; only the segment's logits return
             ids = torch.cat([window, ids], dim=1)
@@ -260,7 +264,7 @@ class MemoryLM(nn.Module):
             kv = self.memory_kv(torch.cat(list(memories), dim=2))
         cos, sin = rope_tables(torch.arange(n, device=ids.device), lay.head_dim, lay.rope_theta)
         mem_rope = None
-        if kv is not None and self.cfg.memory_positions == "compact":
+        if kv is not None and self.cfg.memory_positions == "compact" and not kv_rotated:
             pos = memory_positions(kv[0][0].shape[-2], self.raw_span, lay.context).to(ids.device)
             mem_rope = rope_tables(pos, lay.head_dim, lay.rope_theta)
         rep = lay.heads // lay.kv_heads
@@ -275,7 +279,7 @@ class MemoryLM(nn.Module):
             v = self._heads(attn.v_proj(x), lay.kv_heads).repeat_interleave(rep, 1)
             mk, mv = kv[i] if kv is not None else (None, None)
             mq = self._heads(self._lora("dec_q", i, x, attn.q_proj.weight), lay.heads) if read else None
-            a, from_memory = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope, mq, mask)
+            a, from_memory = memory_attention(q, k, v, cos, sin, mk, mv, mem_rope, mq, mask, kv_rotated)
             h = h + attn.o_proj(a.transpose(1, 2).reshape(b, n, -1))
             if read:  # LoRA on o_proj for the memory part only: o(a) + s B A a_mem
                 a_mem = from_memory.transpose(1, 2).reshape(b, n, -1)
@@ -306,11 +310,18 @@ class MemoryLM(nn.Module):
 
 class SegmentContext:
     """What a :class:`MemoryLM` decoder reads besides its current segment: the projected memories of the
-    compressed segments and the raw window of the last ``raw_window`` segments (streaming inference)."""
+    compressed segments and the raw window of the last ``raw_window`` segments (streaming inference).
+
+    Memory keys and values live in buffers that double when full (appending does not copy the whole
+    prefix every segment). With compact positions the keys are also kept rotated at their current
+    positions: a push moves only the memories whose position changes (the newest ``context - raw`` ones
+    and those reaching the clamp); older ones share the clamped position and are never rotated again.
+    """
 
     def __init__(self, model: MemoryLM) -> None:
         self.model = model
-        self.kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # prefix k/v of all memories so far
+        self.n = 0  # memories so far
+        self.buffers: list[list[torch.Tensor]] = []  # per layer [keys, values(, rotated keys)], (B, H, capacity, hd)
         self.raw: list[torch.Tensor] = []  # the raw window: the last W full segments (B, L), not compressed yet
         self.compressed = 0  # segments encoded into memories
 
@@ -318,15 +329,51 @@ class SegmentContext:
     def raw_tokens(self) -> int:
         return sum(seg.shape[1] for seg in self.raw)
 
+    @property
+    def rotated(self) -> bool:
+        return self.model.cfg.memory_positions == "compact"
+
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) of the current segment ``ids`` (B, T <= L) reading this context."""
-        return self.model.decode(ids, kv=self.kv, window=torch.cat(self.raw, dim=1) if self.raw else None)
+        window = torch.cat(self.raw, dim=1) if self.raw else None
+        if not self.n:
+            return self.model.decode(ids, window=window)
+        key = 2 if self.rotated else 0
+        kv = [(bufs[key][:, :, :self.n], bufs[1][:, :, :self.n]) for bufs in self.buffers]
+        return self.model.decode(ids, kv=kv, window=window, kv_rotated=self.rotated)
 
     def push(self, seg: torch.Tensor) -> None:
         """A full segment (B, L) enters the raw window; the oldest one leaving it is encoded (projected once)."""
         self.raw.append(seg)
         if len(self.raw) > self.model.window:
-            new = self.model.memory_kv(self.model.encode(self.raw.pop(0)))
-            self.kv = new if self.kv is None else [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2))
-                                                   for (k0, v0), (k1, v1) in zip(self.kv, new)]
+            self._append(self.model.memory_kv(self.model.encode(self.raw.pop(0))))
             self.compressed += 1
+
+    def _append(self, new: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Store the new memories' k/v (each (B, H, m, hd)) and re-rotate the keys whose position moved."""
+        start, m = self.n, new[0][0].shape[2]
+        self.n += m
+        lay = self.model.lay
+        clamp = lay.context - self.model.raw_span  # the oldest position (memory_positions)
+        moved = min(self.n, clamp + m)  # memories at positions -clamp..-1 now, or that just reached -clamp
+        pos = memory_positions(self.n, self.model.raw_span, lay.context)[-moved:]
+        cos, sin = rope_tables(pos.to(new[0][0].device), lay.head_dim, lay.rope_theta)
+        if not self.buffers:
+            self.buffers = [[torch.empty(0)] * (3 if self.rotated else 2) for _ in new]
+        for bufs, (k, v) in zip(self.buffers, new):
+            for i in range(len(bufs)):
+                bufs[i] = _with_room(bufs[i], k, self.n)
+            bufs[0][:, :, start:self.n] = k
+            bufs[1][:, :, start:self.n] = v
+            if self.rotated:
+                bufs[2][:, :, self.n - moved:self.n] = apply_rope(bufs[0][:, :, self.n - moved:self.n], cos, sin)
+
+
+def _with_room(buf: torch.Tensor, like: torch.Tensor, need: int) -> torch.Tensor:
+    """``buf`` (B, H, capacity, hd) or a larger copy of it (capacity doubled) holding at least ``need`` entries."""
+    if buf.dim() == 4 and buf.shape[2] >= need:
+        return buf
+    grown = like.new_empty(*like.shape[:2], max(need, 2 * (buf.shape[2] if buf.dim() == 4 else 0)), like.shape[3])
+    if buf.dim() == 4:
+        grown[:, :, :buf.shape[2]] = buf
+    return grown

@@ -174,41 +174,67 @@ def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random
     return coef
 
 
+def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int) -> list[tuple[torch.Tensor, ...]]:
+    """Per layer, the prefix k/v (B*rows, H, rows*m, hd) each decoded row reads, with the gradient into memory
+    s of row r scaled by ``coef[r, s]`` (slots before memory 0 are padding, ``coef`` 0).
+
+    Each memory is projected once, not once per row that reads it. Scaling the gradient of the memory
+    (``const + c * (m - const)``) and projecting equals, since the k/v projection is linear in its input,
+    ``P(const) + c * (P(m) - P(const))``: the first term carries the projection's own (LoRA) gradient, the
+    second (value 0) the gradient into the encoder, scaled by ``c``.
+    """
+    b = mem.shape[1] // rows
+    # slot j of row r holds memory j - (rows-1-r); negative = padding. Right-aligned, so the newest memory
+    # always sits at position -1 and every row's positions equal the sequential decoder's.
+    src = torch.arange(rows)[None, :] - (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows)
+    factor = torch.where(src >= 0, coef.gather(1, src.clamp(min=0)), 0.0)  # (rows, rows)
+    factor = factor.repeat_interleave(mem.shape[2], 1).repeat(b, 1)[:, None, :, None].to(mem)  # (B*rows, 1, rows*m, 1)
+    src = src.clamp(min=0).to(mem.device)
+
+    def gather(x: torch.Tensor) -> torch.Tensor:  # (B*rows, H, m, hd) -> (B*rows, H, rows*m, hd)
+        x = x.unflatten(0, (b, rows))[:, src]  # (B, rows, rows, H, m, hd)
+        return x.permute(0, 1, 3, 2, 4, 5).flatten(3, 4).flatten(0, 1)
+
+    const = model.memory_kv(mem.detach())
+    if not mem.requires_grad:  # detached: no gradient reaches the encoder
+        return [tuple(gather(x) for x in pair) for pair in const]
+    out = []
+    for pair_c, pair_m in zip(const, model.memory_kv(mem)):
+        out.append(tuple(gather(c) + gather(m - c) * factor for c, m in zip(pair_c, pair_m)))
+    return out
+
+
 def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
                      rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> float:
     """:func:`tbptt_backward`'s gradient computed with every segment of a document in one batch.
 
     The encoder does not read earlier memories, so all segments are encoded in one call, and every scored
-    segment is decoded in one call that reads its own earlier memories (right-aligned, padding masked).
-    Which gradient reaches which memory is :func:`read_coefficients`' table, applied by
-    ``m.detach() + (m - m.detach()) * c``: the value is ``m`` exactly, the gradient is scaled by ``c``. For the
-    same ``rng`` the gradient equals :func:`tbptt_backward`'s up to float rounding. It runs far fewer, larger
-    kernels, but keeps every encoder graph alive at once: memory grows with T instead of staying bounded by
-    K (the paper's reason for the incremental scheme), so it suits short training documents.
+    segment is decoded in one call that reads its own earlier memories (right-aligned, padding masked; a
+    segment with no scored target is not decoded). Which gradient reaches which memory is
+    :func:`read_coefficients`' table (see :func:`_read_kv`). For the same ``rng`` the gradient equals
+    :func:`tbptt_backward`'s up to float rounding. It runs far fewer, larger kernels, but keeps every
+    encoder graph alive at once: memory grows with T instead of staying bounded by K (the paper's reason
+    for the incremental scheme), so it suits short training documents.
     """
     L, n_seg, W, m = model.segment, _segments(model, ids, mode), model.window, model.memory
     coef = read_coefficients(mode, n_seg, W, keep, rng)
     b, rows = ids.shape[0], n_seg - W - 1  # decoded segments t = W+1..T-1; row r reads memories 0..r
     segs = ids[:, :n_seg * L].view(b, n_seg, L)
     with torch.set_grad_enabled(torch.is_grad_enabled() and mode != "detached"):
-        mem = model.encode(segs[:, :rows].reshape(b * rows, L)).unflatten(1, (b, rows))  # (layers, B, rows, m, D)
-    # slot j of row r holds memory j - (rows-1-r); negative = padding. Right-aligned, so the newest memory
-    # always sits at position -1 and every row's positions equal the sequential decoder's.
-    src = torch.arange(rows)[None, :] - (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows)
-    valid = src >= 0
-    src = src.clamp(min=0)
-    factor = torch.where(valid, coef[W + 1:].gather(1, src), 0.0).to(mem)  # (rows, rows)
-    picked = mem[:, :, src.to(mem.device)]  # (layers, B, rows, rows, m, D)
-    const = picked.detach()
-    picked = const + (picked - const) * factor.view(1, 1, rows, rows, 1, 1)
-    read = picked.flatten(3, 4).flatten(1, 2)  # (layers, B*rows, rows*m, D)
+        mem = model.encode(segs[:, :rows].reshape(b * rows, L))  # (layers, B*rows, m, D)
+    kv = _read_kv(model, mem, coef[W + 1:, :rows], rows)
+    valid = torch.arange(rows)[None, :] >= (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows) slot is a memory
     mask = valid.repeat_interleave(m, dim=1).to(ids.device).repeat(b, 1)  # (B*rows, rows*m)
+    tgt, w = ids[:, (W + 1) * L + 1:], weights[:, (W + 1) * L + 1:]  # (B, rows*L), targets of segments W+1..T-1
+    scored = w.reshape(b * rows, L).ne(0).any(1)  # rows with a scored target; the others are not decoded
     window = None
     if W:  # row r's raw window: segments r+1..r+W
         window = torch.stack([segs[:, r + 1:r + 1 + W].reshape(b, W * L) for r in range(rows)], 1).flatten(0, 1)
-    logits = model.decode(segs[:, W + 1:].reshape(b * rows, L), [read], window=window, mem_mask=mask)
-    tgt, w = ids[:, (W + 1) * L + 1:], weights[:, (W + 1) * L + 1:]  # (B, rows*L), targets of segments W+1..T-1
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
-    loss = (ce * w.reshape(-1)).sum() / w.sum().clamp_min(1e-8)
+        window = window[scored]
+    kv = [(k[scored], v[scored]) for k, v in kv]
+    logits = model.decode(segs[:, W + 1:].reshape(b * rows, L)[scored], kv=kv, window=window, mem_mask=mask[scored])
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(b * rows, L)[scored].reshape(-1),
+                         reduction="none")
+    loss = (ce * w.reshape(b * rows, L)[scored].reshape(-1)).sum() / w.sum().clamp_min(1e-8)
     backward(loss)
     return loss.item()

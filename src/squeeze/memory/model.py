@@ -130,10 +130,11 @@ def memory_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
 
     Segment scores use rotary queries and keys. Memory keys are rotated by ``mem_rope`` = (cos, sin) tables
     of their positions (:func:`memory_positions`); without it memory scores use the un-rotated query and key
-    (no position); ``mem_rotated`` says ``mem_k`` is already rotated (a streaming cache). ``mem_q`` (default ``q``) is the query that scores memories. ``mem_mask`` (bool, broadcast to
-    (B, H, T, M); True = read) hides padding memories of a batch whose rows read different numbers of
-    memories (every row must keep its raw segment). Returns the attention
-    output (B, H, T, hd) and, with memories, the part of it read from them (else None)."""
+    (no position); ``mem_rotated`` says ``mem_k`` is already rotated (a streaming cache). ``mem_q`` (default
+    ``q``) is the query that scores memories. ``mem_mask`` (bool, broadcast to (B, H, T, M); True = read)
+    hides padding memories of a batch whose rows read different numbers of memories (every row must keep
+    its raw segment). Returns the attention output (B, H, T, hd) and, with memories, the part of it read
+    from them (else None)."""
     qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if mem_k is None:
         return F.scaled_dot_product_attention(qr, kr, v, is_causal=True), None
@@ -353,11 +354,6 @@ class SegmentContext:
         """Store the new memories' k/v (each (B, H, m, hd)) and re-rotate the keys whose position moved."""
         start, m = self.n, new[0][0].shape[2]
         self.n += m
-        lay = self.model.lay
-        clamp = lay.context - self.model.raw_span  # the oldest position (memory_positions)
-        moved = min(self.n, clamp + m)  # memories at positions -clamp..-1 now, or that just reached -clamp
-        pos = memory_positions(self.n, self.model.raw_span, lay.context)[-moved:]
-        cos, sin = rope_tables(pos.to(new[0][0].device), lay.head_dim, lay.rope_theta)
         if not self.buffers:
             self.buffers = [[torch.empty(0)] * (3 if self.rotated else 2) for _ in new]
         for bufs, (k, v) in zip(self.buffers, new):
@@ -365,8 +361,15 @@ class SegmentContext:
                 bufs[i] = _with_room(bufs[i], k, self.n)
             bufs[0][:, :, start:self.n] = k
             bufs[1][:, :, start:self.n] = v
-            if self.rotated:
-                bufs[2][:, :, self.n - moved:self.n] = apply_rope(bufs[0][:, :, self.n - moved:self.n], cos, sin)
+        if not self.rotated:
+            return
+        lay = self.model.lay
+        clamp = lay.context - self.model.raw_span  # the oldest position (memory_positions)
+        moved = min(self.n, clamp + m)  # memories at positions -clamp..-1 now, or that just reached -clamp
+        pos = memory_positions(self.n, self.model.raw_span, lay.context)[-moved:]
+        cos, sin = rope_tables(pos.to(new[0][0].device), lay.head_dim, lay.rope_theta)
+        for bufs in self.buffers:
+            bufs[2][:, :, self.n - moved:self.n] = apply_rope(bufs[0][:, :, self.n - moved:self.n], cos, sin)
 
 
 def _with_room(buf: torch.Tensor, like: torch.Tensor, need: int) -> torch.Tensor:

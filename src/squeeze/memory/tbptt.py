@@ -174,34 +174,38 @@ def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random
     return coef
 
 
-def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int) -> list[tuple[torch.Tensor, ...]]:
-    """Per layer, the prefix k/v (B*rows, H, rows*m, hd) each decoded row reads, with the gradient into memory
-    s of row r scaled by ``coef[r, s]`` (slots before memory 0 are padding, ``coef`` 0).
+def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
+             scored: torch.Tensor) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """Per layer, the prefix k/v (S, H, rows*m, hd) that each decoded row reads, for the S rows of
+    ``scored`` (B*rows bool), with the gradient into memory s of row r scaled by ``coef[r, s]``; and the
+    (S, rows*m) mask of the slots that hold a memory (the others are padding).
 
     Each memory is projected once, not once per row that reads it. Scaling the gradient of the memory
     (``const + c * (m - const)``) and projecting equals, since the k/v projection is linear in its input,
     ``P(const) + c * (P(m) - P(const))``: the first term carries the projection's own (LoRA) gradient, the
     second (value 0) the gradient into the encoder, scaled by ``c``.
     """
-    b = mem.shape[1] // rows
+    m = mem.shape[2]
     # slot j of row r holds memory j - (rows-1-r); negative = padding. Right-aligned, so the newest memory
     # always sits at position -1 and every row's positions equal the sequential decoder's.
     src = torch.arange(rows)[None, :] - (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows)
     factor = torch.where(src >= 0, coef.gather(1, src.clamp(min=0)), 0.0)  # (rows, rows)
-    factor = factor.repeat_interleave(mem.shape[2], 1).repeat(b, 1)[:, None, :, None].to(mem)  # (B*rows, 1, rows*m, 1)
-    src = src.clamp(min=0).to(mem.device)
+    idx = scored.nonzero()[:, 0].cpu()  # (S,) decoded rows, as document * rows + row
+    doc, row = idx // rows, idx % rows
+    factor = factor[row].repeat_interleave(m, 1)[:, None, :, None].to(mem)  # (S, 1, rows*m, 1)
+    mask = (src >= 0)[row].repeat_interleave(m, 1).to(mem.device)  # (S, rows*m)
+    picks = (doc[:, None] * rows + src.clamp(min=0)[row]).to(mem.device)  # (S, rows) memory read per slot
 
-    def gather(x: torch.Tensor) -> torch.Tensor:  # (B*rows, H, m, hd) -> (B*rows, H, rows*m, hd)
-        x = x.unflatten(0, (b, rows))[:, src]  # (B, rows, rows, H, m, hd)
-        return x.permute(0, 1, 3, 2, 4, 5).flatten(3, 4).flatten(0, 1)
+    def gather(x: torch.Tensor) -> torch.Tensor:  # (B*rows, H, m, hd) -> (S, H, rows*m, hd)
+        return x[picks].transpose(1, 2).flatten(2, 3)  # x[picks]: (S, rows, H, m, hd)
 
     const = model.memory_kv(mem.detach())
     if not mem.requires_grad:  # detached: no gradient reaches the encoder
-        return [tuple(gather(x) for x in pair) for pair in const]
+        return [tuple(gather(x) for x in pair) for pair in const], mask
     out = []
     for pair_c, pair_m in zip(const, model.memory_kv(mem)):
         out.append(tuple(gather(c) + gather(m - c) * factor for c, m in zip(pair_c, pair_m)))
-    return out
+    return out, mask
 
 
 def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
@@ -216,23 +220,20 @@ def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, 
     encoder graph alive at once: memory grows with T instead of staying bounded by K (the paper's reason
     for the incremental scheme), so it suits short training documents.
     """
-    L, n_seg, W, m = model.segment, _segments(model, ids, mode), model.window, model.memory
+    L, n_seg, W = model.segment, _segments(model, ids, mode), model.window
     coef = read_coefficients(mode, n_seg, W, keep, rng)
     b, rows = ids.shape[0], n_seg - W - 1  # decoded segments t = W+1..T-1; row r reads memories 0..r
     segs = ids[:, :n_seg * L].view(b, n_seg, L)
     with torch.set_grad_enabled(torch.is_grad_enabled() and mode != "detached"):
         mem = model.encode(segs[:, :rows].reshape(b * rows, L))  # (layers, B*rows, m, D)
-    kv = _read_kv(model, mem, coef[W + 1:, :rows], rows)
-    valid = torch.arange(rows)[None, :] >= (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows) slot is a memory
-    mask = valid.repeat_interleave(m, dim=1).to(ids.device).repeat(b, 1)  # (B*rows, rows*m)
     tgt, w = ids[:, (W + 1) * L + 1:], weights[:, (W + 1) * L + 1:]  # (B, rows*L), targets of segments W+1..T-1
     scored = w.reshape(b * rows, L).ne(0).any(1)  # rows with a scored target; the others are not decoded
+    kv, mask = _read_kv(model, mem, coef[W + 1:, :rows], rows, scored)
     window = None
     if W:  # row r's raw window: segments r+1..r+W
         window = torch.stack([segs[:, r + 1:r + 1 + W].reshape(b, W * L) for r in range(rows)], 1).flatten(0, 1)
         window = window[scored]
-    kv = [(k[scored], v[scored]) for k, v in kv]
-    logits = model.decode(segs[:, W + 1:].reshape(b * rows, L)[scored], kv=kv, window=window, mem_mask=mask[scored])
+    logits = model.decode(segs[:, W + 1:].reshape(b * rows, L)[scored], kv=kv, window=window, mem_mask=mask)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(b * rows, L)[scored].reshape(-1),
                          reduction="none")
     loss = (ce * w.reshape(b * rows, L)[scored].reshape(-1)).sum() / w.sum().clamp_min(1e-8)

@@ -321,7 +321,6 @@ class SegmentContext:
 
     def __init__(self, model: MemoryLM) -> None:
         self.model = model
-        self.n = 0  # memories so far
         self.buffers: list[list[torch.Tensor]] = []  # per layer [keys, values(, rotated keys)], (B, H, capacity, hd)
         self.raw: list[torch.Tensor] = []  # the raw window: the last W full segments (B, L), not compressed yet
         self.compressed = 0  # segments encoded into memories
@@ -329,6 +328,11 @@ class SegmentContext:
     @property
     def raw_tokens(self) -> int:
         return sum(seg.shape[1] for seg in self.raw)
+
+    @property
+    def n(self) -> int:
+        """Memories so far (``memory`` per compressed segment)."""
+        return self.compressed * self.model.memory
 
     @property
     def rotated(self) -> bool:
@@ -347,13 +351,15 @@ class SegmentContext:
         """A full segment (B, L) enters the raw window; the oldest one leaving it is encoded (projected once)."""
         self.raw.append(seg)
         if len(self.raw) > self.model.window:
-            self._append(self.model.memory_kv(self.model.encode(self.raw.pop(0))))
+            new = self.model.memory_kv(self.model.encode(self.raw.pop(0)))
             self.compressed += 1
+            self._append(new)
 
     def _append(self, new: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Store the new memories' k/v (each (B, H, m, hd)) and re-rotate the keys whose position moved."""
-        start, m = self.n, new[0][0].shape[2]
-        self.n += m
+        """Store the newest segment's memories' k/v (each (B, H, m, hd), already counted in :attr:`n`) and
+        re-rotate the keys whose position moved."""
+        m = new[0][0].shape[2]
+        start = self.n - m
         if not self.buffers:
             self.buffers = [[torch.empty(0)] * (3 if self.rotated else 2) for _ in new]
         for bufs, (k, v) in zip(self.buffers, new):

@@ -204,7 +204,7 @@ def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
         return [tuple(gather(x) for x in pair) for pair in const], mask
     out = []
     for pair_c, pair_m in zip(const, model.memory_kv(mem)):
-        out.append(tuple(gather(c) + gather(m - c) * factor for c, m in zip(pair_c, pair_m)))
+        out.append(tuple(gather(c) + gather(x - c) * factor for c, x in zip(pair_c, pair_m)))
     return out, mask
 
 
@@ -226,16 +226,16 @@ def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, 
     segs = ids[:, :n_seg * L].view(b, n_seg, L)
     with torch.set_grad_enabled(torch.is_grad_enabled() and mode != "detached"):
         mem = model.encode(segs[:, :rows].reshape(b * rows, L))  # (layers, B*rows, m, D)
-    tgt, w = ids[:, (W + 1) * L + 1:], weights[:, (W + 1) * L + 1:]  # (B, rows*L), targets of segments W+1..T-1
-    scored = w.reshape(b * rows, L).ne(0).any(1)  # rows with a scored target; the others are not decoded
+    # targets and weights of segments W+1..T-1, one row per decoded segment: (B*rows, L)
+    tgt, w = ids[:, (W + 1) * L + 1:].reshape(b * rows, L), weights[:, (W + 1) * L + 1:].reshape(b * rows, L)
+    scored = w.ne(0).any(1)  # rows with a scored target; the others are not decoded
     kv, mask = _read_kv(model, mem, coef[W + 1:, :rows], rows, scored)
     window = None
     if W:  # row r's raw window: segments r+1..r+W
         window = torch.stack([segs[:, r + 1:r + 1 + W].reshape(b, W * L) for r in range(rows)], 1).flatten(0, 1)
         window = window[scored]
     logits = model.decode(segs[:, W + 1:].reshape(b * rows, L)[scored], kv=kv, window=window, mem_mask=mask)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(b * rows, L)[scored].reshape(-1),
-                         reduction="none")
-    loss = (ce * w.reshape(b * rows, L)[scored].reshape(-1)).sum() / w.sum().clamp_min(1e-8)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[scored].reshape(-1), reduction="none")
+    loss = (ce * w[scored].reshape(-1)).sum() / w.sum().clamp_min(1e-8)
     backward(loss)
     return loss.item()

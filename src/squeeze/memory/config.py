@@ -37,8 +37,9 @@ class UIOConfig:
             W segments' tokens directly, like Activation Beacon's raw window, and the memories of older ones).
         keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
         batched: compute the same gradient with all segments of a document in one encoder and one decoder
-            call (``tbptt.batched_backward``: far fewer kernels, but every encoder graph alive at once, so
-            memory grows with ``doc_segments``) instead of segment by segment with at most K graphs alive.
+            call (``tbptt.batched_backward``: far fewer kernels, but every encoder graph that some loss reads
+            alive at once, so memory grows with ``doc_segments``) instead of segment by segment with at most K
+            graphs alive.
         doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
         recall_frac: fraction of recall documents (earlier segments repeated; the paper code's segment

@@ -174,6 +174,26 @@ def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random
     return coef
 
 
+def _encode_read(model: MemoryLM, segs: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """Memories (layers, B*rows, m, D) of ``segs`` (B*rows, L), document-major; only the memories some loss
+    sends gradient to (a non-zero column of ``coef`` (rows, rows)) keep an encoder graph.
+
+    ``uio`` drops about 3 of 7 memories from its reservoir before any loss reads them (``detached``: all),
+    so their encoder passes need no backward: the batched step then keeps at most the graphs the sequential
+    one ever holds, and skips the rest's backward.
+    """
+    need = coef.ne(0).any(0).repeat(segs.shape[0] // coef.shape[1])  # (B*rows,)
+    if not torch.is_grad_enabled() or not need.any():
+        with torch.no_grad():
+            return model.encode(segs)
+    if need.all():
+        return model.encode(segs)
+    with torch.no_grad():
+        rest = model.encode(segs[~need])
+    order = torch.cat([need.nonzero()[:, 0], (~need).nonzero()[:, 0]])  # rows of the concatenation below
+    return torch.cat([model.encode(segs[need]), rest], 1)[:, order.argsort()]
+
+
 def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
              scored: torch.Tensor) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
     """Per layer, the prefix k/v (S, H, rows*m, hd) that each decoded row reads, for the S rows of
@@ -217,15 +237,15 @@ def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, 
     segment with no scored target is not decoded). Which gradient reaches which memory is
     :func:`read_coefficients`' table (see :func:`_read_kv`). For the same ``rng`` the gradient equals
     :func:`tbptt_backward`'s up to float rounding. It runs far fewer, larger kernels, but keeps every
-    encoder graph alive at once: memory grows with T instead of staying bounded by K (the paper's reason
-    for the incremental scheme), so it suits short training documents.
+    encoder graph that some loss reads alive at once (:func:`_encode_read`): memory grows with T instead
+    of staying bounded by K (the paper's reason for the incremental scheme), so it suits short training
+    documents.
     """
     L, n_seg, W = model.segment, _segments(model, ids, mode), model.window
     coef = read_coefficients(mode, n_seg, W, keep, rng)
     b, rows = ids.shape[0], n_seg - W - 1  # decoded segments t = W+1..T-1; row r reads memories 0..r
     segs = ids[:, :n_seg * L].view(b, n_seg, L)
-    with torch.set_grad_enabled(torch.is_grad_enabled() and mode != "detached"):
-        mem = model.encode(segs[:, :rows].reshape(b * rows, L))  # (layers, B*rows, m, D)
+    mem = _encode_read(model, segs[:, :rows].reshape(b * rows, L), coef[W + 1:, :rows])  # (layers, B*rows, m, D)
     # targets and weights of segments W+1..T-1, one row per decoded segment: (B*rows, L)
     tgt, w = ids[:, (W + 1) * L + 1:].reshape(b * rows, L), weights[:, (W + 1) * L + 1:].reshape(b * rows, L)
     scored = w.ne(0).any(1)  # rows with a scored target; the others are not decoded

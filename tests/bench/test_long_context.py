@@ -21,7 +21,7 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
                val_tokens=tokens)
     saved = json.loads((tmp_path / "out" / "long-context.json").read_text())
     assert len(saved) == len(rows)
-    assert {r["method"] for r in rows} == {*GRAD_MODES, "truncated", "sliding-window"}
+    assert {r["method"] for r in rows} == {*GRAD_MODES, "uio-window", "truncated", "sliding-window"}
     assert {r["metric"] for r in rows} == {"ppl", "passkey_acc", "sec_per_token", "peak_mb"}
     ppl = {(r["method"], r["context_x"]): r["quant"] for r in rows if r["metric"] == "ppl"}
     assert all(1.0 < v < 1e4 for v in ppl.values())
@@ -30,12 +30,13 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert all(r["fp"] == r["quant"] for r in rows if r["method"] == "truncated")
     md = (tmp_path / "out" / "long-context.md").read_text()
     assert "Passkey" in md and "Passkey digits" in md and "full-attention" in md
+    assert "- training: " in md and "time per token 2x / 1x, uio-window" in md  # the checks section
     assert all(0.0 <= r["digit_acc"] <= 1.0 for r in rows if r["metric"] == "passkey_acc")
     # the span split exists for memory models only (baselines have no memory spans)
-    assert {r["method"] for r in rows if "digit_acc_span_end" in r} == set(GRAD_MODES)
-    assert {r["method"] for r in rows if r["metric"] == "sec_per_token"} == {"uio", "truncated",
+    assert {r["method"] for r in rows if "digit_acc_span_end" in r} == {*GRAD_MODES, "uio-window"}
+    assert {r["method"] for r in rows if r["metric"] == "sec_per_token"} == {"uio", "uio-window", "truncated",
                                                                              "sliding-window"}
     assert (tmp_path / "out" / "long-context.png").stat().st_size > 1000
     runs = sorted(p.name for p in (tmp_path / "cache" / "long-context-quick").iterdir())
-    assert len(runs) == 4 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()
+    assert len(runs) == 5 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()
                                   for r in runs) and runs[0].startswith("uio-detached-")

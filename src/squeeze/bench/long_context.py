@@ -188,7 +188,7 @@ def checks(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[str]:
     xs = sorted(x for (m, metric, x) in val if m == "uio" and metric == "sec_per_token")
     full = {r["context_x"]: r["full_attention_sec_per_token"] for r in rows
             if r["method"] == "uio" and r["metric"] == "sec_per_token"}
-    for m in ("uio", "uio-window"):
+    for m in (m for m in COSTED if m in MEMORY_METHODS):
         ratio = val[m, "sec_per_token", xs[-1]] / val[m, "sec_per_token", xs[0]]
         lines.append(f"- time per token {xs[-1]}x / {xs[0]}x, {m}: {ratio:.2f}x (full attention "
                      f"{full[xs[-1]] / full[xs[0]]:.2f}x; target <= {t['time_ratio']:.0f}x): "

@@ -175,6 +175,8 @@ def cost_sweep(runs: dict[str, tuple[str, nn.Module]], lengths: Sequence[int], r
     a slow spell of a shared machine then touches each cell in one round at most, instead of every run of
     the cells measured during it. Memory is one more, untimed run per cell under the resident-memory
     sampler, whose polling thread would otherwise slow the timed runs."""
+    from tqdm import tqdm  # noqa: PLC0415
+
     inputs = {n: torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0)) for n in lengths}
     cells = [(name, n) for name in runs for n in lengths]
 
@@ -184,8 +186,6 @@ def cost_sweep(runs: dict[str, tuple[str, nn.Module]], lengths: Sequence[int], r
 
     for name in runs:  # warm-up (allocations, kernels)
         call(name, inputs[min(lengths)][:, :64])
-    from tqdm import tqdm  # noqa: PLC0415
-
     times: dict[tuple[str, int], list[float]] = {c: [] for c in cells}
     for _ in tqdm(range(repeats), desc="cost rounds", leave=False):
         for name, n in cells:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from squeeze.bench.long_context import run
-from squeeze.memory.config import GRAD_MODES
+from squeeze.bench.long_context import BENCH_MODES, run
 from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, encode
 
 TEXT = ("Now is the winter of our discontent made glorious summer by this sun of York; " * 60)
@@ -21,7 +20,7 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
                val_tokens=tokens)
     saved = json.loads((tmp_path / "out" / "long-context.json").read_text())
     assert len(saved) == len(rows)
-    assert {r["method"] for r in rows} == {*GRAD_MODES, "uio-window", "truncated", "sliding-window"}
+    assert {r["method"] for r in rows} == {*BENCH_MODES, "uio-window", "truncated", "sliding-window"}
     assert {r["metric"] for r in rows} == {"ppl", "passkey_acc", "sec_per_token", "peak_mb"}
     ppl = {(r["method"], r["context_x"]): r["quant"] for r in rows if r["metric"] == "ppl"}
     assert all(1.0 < v < 1e4 for v in ppl.values())
@@ -33,7 +32,7 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert "- training: " in md and "time per token 2x / 1x, uio-window" in md  # the checks section
     assert all(0.0 <= r["digit_acc"] <= 1.0 for r in rows if r["metric"] == "passkey_acc")
     # the span split exists for memory models only (baselines have no memory spans)
-    assert {r["method"] for r in rows if "digit_acc_span_end" in r} == {*GRAD_MODES, "uio-window"}
+    assert {r["method"] for r in rows if "digit_acc_span_end" in r} == {*BENCH_MODES, "uio-window"}
     assert {r["method"] for r in rows if r["metric"] == "sec_per_token"} == {"uio", "uio-window", "truncated",
                                                                              "sliding-window"}
     assert (tmp_path / "out" / "long-context.png").stat().st_size > 1000

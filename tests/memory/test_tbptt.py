@@ -115,6 +115,9 @@ def test_uio_expectation_is_full_bptt_and_fifo_is_biased() -> None:
     assert _rel(fifo, full) > 4 * _rel(sampled, full)
     exact = torch.stack(list(cache.values())).mean(0)  # the exact expectation over all trajectories
     assert _rel(exact, full) < 1e-4
+    # the paper's code: the same reservoir without the weights is biased in expectation
+    literal = torch.stack([_encoder_grad(model, ids, w, "uio-unweighted", _Scripted(d)) for d in trajectories])
+    assert _rel(literal.mean(0), full) > 0.2
 
 
 def test_uio_stays_unbiased_with_a_raw_window() -> None:
@@ -141,7 +144,7 @@ def _all_grads(model: MemoryLM) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("raw_window", [0, 1])
-@pytest.mark.parametrize("mode", ["full-bptt", "detached", "uio-biased", "uio"])
+@pytest.mark.parametrize("mode", ["full-bptt", "detached", "uio-biased", "uio", "uio-unweighted"])
 def test_batched_equals_segment_by_segment(mode: str, raw_window: int) -> None:
     """Same seed, same kept sets: the batched gradient (every parameter) and loss equal the sequential ones."""
     model, ids, w = _tiny(raw_window)
@@ -168,3 +171,5 @@ def test_read_coefficients_match_the_modes() -> None:
     uio = read_coefficients("uio", 6, 0, 2, random.Random(4))
     assert all((row > 0).sum() == min(t, 2) for t, row in enumerate(uio))  # K kept once K were offered
     assert uio[5].max() == 2.5  # the importance weight t/K
+    literal = read_coefficients("uio-unweighted", 6, 0, 2, random.Random(4))
+    assert torch.equal(literal, uio.gt(0).float())  # the same kept sets, factor 1

@@ -12,7 +12,7 @@ def add_train_uio_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", dest="base", default="", help="uio: base LM (zoo name lm-shakespeare or a HF Llama folder)")
     parser.add_argument("--segment", type=int, default=64, help="uio: tokens per segment")
     parser.add_argument("--memory", type=int, default=8, help="uio: memory tokens per segment")
-    parser.add_argument("--grad-mode", default="uio", help="uio: uio, uio-biased, full-bptt or detached")
+    parser.add_argument("--grad-mode", default="uio", help="uio: uio, uio-biased, uio-unweighted, full-bptt or detached")
     parser.add_argument("--keep", type=int, default=2, help="uio: encoder graphs kept alive (K)")
 
 

@@ -8,7 +8,7 @@ from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
 VERSION = 6  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched
-GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio")
+GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
 
@@ -24,7 +24,8 @@ class UIOConfig:
             ``[0, (i+1) L/m)`` of its segment).
         lora_rank / lora_alpha: LoRA shape (encoder: q, v; decoder: k, v on memory states only).
         grad_mode: ``full-bptt`` | ``detached`` | ``uio-biased`` (keep the K newest encoder graphs) |
-            ``uio`` (reservoir of K graphs, gradients reweighted to be unbiased).
+            ``uio`` (reservoir of K graphs, gradients reweighted to be unbiased) | ``uio-unweighted`` (the
+            same reservoir without the weights, as the paper's code; biased).
         memory_positions: ``compact`` (as in the paper: the decoder sees memories at rotary positions just
             before the segment, newest at -1; clamped to the base's trained context) or ``none`` (memory
             scores without rotary positions).
@@ -35,7 +36,7 @@ class UIOConfig:
         raw_window: W, earlier segments the decoder keeps as raw tokens before they are compressed
             (0, as in the paper: only the current segment is raw; W >= 1 is a deviation that reads the last
             W segments' tokens directly, like Activation Beacon's raw window, and the memories of older ones).
-        keep: K, the most encoder graphs alive at once (``uio``/``uio-biased``).
+        keep: K, the most encoder graphs alive at once (``uio``, ``uio-unweighted``, ``uio-biased``).
         batched: compute the same gradient with all segments of a document in one encoder and one decoder
             call (``tbptt.batched_backward``: far fewer kernels, but every encoder graph that some loss reads
             alive at once, so memory grows with ``doc_segments``) instead of segment by segment with at most K

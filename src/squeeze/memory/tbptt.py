@@ -20,8 +20,9 @@ are alive at once (memory bounded). The gradient modes differ only in which grap
   t sends into the memory leaves by ``1/p_t = max(1, t/K)`` gives
   ``E[sum 1{s kept at t} c_{s,t} / p_t] = sum c_{s,t}``: unbiased, with the same weight for every
   memory at step t.
-* ``uio-unweighted``: the same reservoir without the weights, as the paper's code does (biased: a loss
-  reaches each earlier memory with probability ``K/t`` and factor 1, so distant memories get less credit).
+* ``uio-unweighted``: the same reservoir without the weights, as the paper's code does (biased: loss t
+  finds each earlier memory kept with probability ``K/t`` and is not scaled up for it, so late losses
+  reach the encoder with ``K/t`` of their full-BPTT weight in expectation).
 
 :func:`batched_backward` computes the same gradient with every segment of a document in one encoder and one
 decoder call (``UIOConfig.batched``): fewer, larger kernels, all encoder graphs alive at once.
@@ -149,9 +150,8 @@ def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random
 
     The same bookkeeping as :func:`tbptt_backward`, as a table: loss t reads memories ``0..t-W-1`` and
     finds kept what the mode's kept set holds after the offers of memories ``0..t-1``; a kept memory gets
-    the factor 1 (``uio``: the importance weight ``max(1, t/K)``), any other 0 (``uio-unweighted``: the
-    reservoir's kept sets, factor 1). ``rng`` is drawn exactly as
-    :func:`tbptt_backward` draws it, so the same seed gives the same kept sets.
+    the factor 1 (``uio``: the importance weight ``max(1, t/K)``), any other 0. ``rng`` is drawn exactly
+    as :func:`tbptt_backward` draws it, so the same seed gives the same kept sets.
     """
     coef = torch.zeros(n_seg, n_seg)
     if mode == "detached":

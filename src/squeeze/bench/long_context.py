@@ -44,7 +44,7 @@ BENCH_FIELDS = {"segment": 64, "memory": 32, "memory_positions": "compact", "doc
                 "steps_per_epoch": 200, "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "batched": True, "seed": 0}
 BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 40,
               "cost_x": (1, 2, 4, 8, 16, 32), "cost_repeats": 11}
-# The memory models: one per gradient mode, plus ``uio-window`` (uio with the last segment kept raw in the
+# The memory models: one per mode of BENCH_MODES, plus ``uio-window`` (uio with the last segment kept raw in the
 # decoder, a deviation from the paper that shows what the memories add to a local window; docs/methods/uio.md).
 BENCH_MODES = ("full-bptt", "detached", "uio-biased", "uio")  # `uio-unweighted` is a one-off (docs), not benched
 MEMORY_METHODS: dict[str, dict[str, Any]] = {**{mode: {"grad_mode": mode} for mode in BENCH_MODES},

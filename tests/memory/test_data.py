@@ -1,6 +1,8 @@
 """Training documents of the memory model: recall documents, the document mix, and config checks."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -42,7 +44,7 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_to_5() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_6() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     with pytest.raises(SqueezeError, match="raw_window"):
@@ -50,17 +52,22 @@ def test_config_checks_the_mix_and_reads_versions_2_to_5() -> None:
     with pytest.raises(SqueezeError, match="raw_window \\+ 2"):
         UIOConfig(raw_window=2, doc_segments=3)
     old = {**UIOConfig().to_dict(), "version": 2}
-    del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"]
-    assert UIOConfig.from_dict(old) == UIOConfig()  # no recall documents, k/v read, no raw window
+    del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"]
+    shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
+    assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
-    assert UIOConfig.from_dict({**old, "version": 3, "recall_frac": 0.25}) == UIOConfig(recall_frac=0.25)
+    assert UIOConfig.from_dict({**old, "version": 3, "recall_frac": 0.25}) == replace(shared, recall_frac=0.25)
     assert UIOConfig.from_dict({**old, "version": 4, "recall_frac": 0.0, "memory_read": "kvqo"}) == \
-        UIOConfig(memory_read="kvqo")
+        replace(shared, memory_read="kvqo")
     assert UIOConfig.from_dict({**old, "version": 5, "recall_frac": 0.0, "memory_read": "kv", "raw_window": 1}) == \
-        UIOConfig(raw_window=1)
+        replace(shared, raw_window=1)
+    v6 = {**old, "version": 6, "recall_frac": 0.0, "memory_read": "kv", "raw_window": 0, "batched": True}
+    assert UIOConfig.from_dict(v6) == replace(shared, batched=True)
+    with pytest.raises(SqueezeError, match="reservoir 'row' is unknown"):
+        UIOConfig(reservoir="row")
     with pytest.raises(SqueezeError, match="batched must be true or false"):
         UIOConfig(batched="yes")  # type: ignore[arg-type]
-    assert UIOConfig().version == VERSION == 6
+    assert UIOConfig().version == VERSION == 7
 
 
 def test_raw_window_keeps_needles_and_scores_beyond_the_window() -> None:

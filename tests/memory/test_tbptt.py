@@ -31,10 +31,10 @@ def _tiny(raw_window: int = 0) -> tuple[MemoryLM, torch.Tensor, torch.Tensor]:
 
 
 def _encoder_grad(model: MemoryLM, ids: torch.Tensor, w: torch.Tensor, mode: str, rng: random.Random,
-                  keep: int = KEEP) -> torch.Tensor:
+                  keep: int = KEEP, per_document: bool = False) -> torch.Tensor:
     """Gradient of the encoder-side parameters (the part the modes change) as one vector."""
     model.zero_grad(set_to_none=True)
-    tbptt_backward(model, ids, w, mode, keep, rng)
+    tbptt_backward(model, ids, w, mode, keep, rng, per_document=per_document)
     params = [model.mem_token, model.lora_a["enc_q"], model.lora_b["enc_q"], model.lora_a["enc_v"],
               model.lora_b["enc_v"]]
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
@@ -143,9 +143,39 @@ def _all_grads(model: MemoryLM) -> torch.Tensor:
                       for p in model.parameters() if p.requires_grad])
 
 
+def test_a_reservoir_per_document_is_each_document_trained_alone() -> None:
+    """With one reservoir per document, the batch's gradient is the weighted sum of each document's gradient
+    computed alone with the same draws (so each document's part is unbiased as above)."""
+    model, ids, w = _tiny()
+    w = torch.rand(w.shape, generator=torch.Generator().manual_seed(3))
+    total = w[:, SEG + 1:].sum()
+    for seed in range(3):
+        batch = _encoder_grad(model, ids, w, "uio", random.Random(seed), per_document=True)
+        rng = random.Random(seed)  # the documents draw their kept sets in order from one stream
+        alone = sum(_encoder_grad(model, ids[b:b + 1], w[b:b + 1], "uio", rng) * w[b, SEG + 1:].sum() / total
+                    for b in range(ids.shape[0]))
+        assert _rel(batch, alone) < 1e-5
+    shared = [_encoder_grad(model, ids, w, "uio", random.Random(s)) for s in range(3)]
+    assert any(_rel(a, _encoder_grad(model, ids, w, "uio", random.Random(s), per_document=True)) > 0.05
+               for s, a in enumerate(shared))  # the two draws do differ
+
+
+def test_a_reservoir_per_document_lowers_the_variance() -> None:
+    """Independent kept sets per document average out sampling noise that one shared draw repeats. With two
+    copies of one document the shared draw's error is the single document's, the independent draws' half."""
+    model, ids, w = _tiny()
+    ids, w = ids[:1].repeat(2, 1), w[:1].repeat(2, 1)
+    full = _encoder_grad(model, ids, w, "full-bptt", random.Random(0))
+    rng = random.Random(7)
+    err = {p: sum(float((_encoder_grad(model, ids, w, "uio", rng, per_document=p) - full).square().sum())
+                  for _ in range(100)) for p in (False, True)}
+    assert 0.3 * err[False] < err[True] < 0.7 * err[False]
+
+
+@pytest.mark.parametrize("per_document", [False, True])
 @pytest.mark.parametrize("raw_window", [0, 1])
 @pytest.mark.parametrize("mode", GRAD_MODES)
-def test_batched_equals_segment_by_segment(mode: str, raw_window: int) -> None:
+def test_batched_equals_segment_by_segment(mode: str, raw_window: int, per_document: bool) -> None:
     """Same seed, same kept sets: the batched gradient (every parameter) and loss equal the sequential ones."""
     model, ids, w = _tiny(raw_window)
     w = torch.rand(w.shape, generator=torch.Generator().manual_seed(2))  # unequal per-target weights
@@ -157,7 +187,7 @@ def test_batched_equals_segment_by_segment(mode: str, raw_window: int) -> None:
         grads, losses = [], []
         for run in (tbptt_backward, batched_backward):
             model.zero_grad(set_to_none=True)
-            losses.append(run(model, ids, w, mode, KEEP, random.Random(seed)))
+            losses.append(run(model, ids, w, mode, KEEP, random.Random(seed), per_document=per_document))
             grads.append(_all_grads(model))
         assert losses[1] == pytest.approx(losses[0], rel=1e-5)
         assert _rel(grads[1], grads[0]) < 1e-5

@@ -7,10 +7,11 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 6  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched
+VERSION = 7  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
+RESERVOIRS = ("document", "batch")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class UIOConfig:
             (0, as in the paper: only the current segment is raw; W >= 1 is a deviation that reads the last
             W segments' tokens directly, like Activation Beacon's raw window, and the memories of older ones).
         keep: K, the most encoder graphs alive at once (``uio``, ``uio-unweighted``, ``uio-biased``).
+        reservoir: ``document`` (each training document draws its own kept set, as a run on one document at
+            a time would) or ``batch`` (one draw shared by every document of a step; versions <= 6).
         batched: compute the same gradient with all segments of a document in one encoder and one decoder
             call (``tbptt.batched_backward``: far fewer kernels, but every encoder graph that some loss reads
             alive at once, so memory grows with ``doc_segments``) instead of segment by segment with at most K
@@ -59,6 +62,7 @@ class UIOConfig:
     memory_read: str = "kv"
     raw_window: int = 0
     keep: int = 2
+    reservoir: str = "batch"
     batched: bool = False
     doc_segments: int = 8
     passkey_frac: float = 0.5
@@ -87,6 +91,8 @@ class UIOConfig:
                                "(each memory token summarises segment/memory tokens); e.g. --segment 64 --memory 8")
         if self.lora_rank < 1 or self.lora_alpha <= 0:
             raise SqueezeError("--lora-rank must be >= 1 and lora_alpha > 0")
+        if self.reservoir not in RESERVOIRS:
+            raise SqueezeError(f"reservoir {self.reservoir!r} is unknown; use one of {', '.join(RESERVOIRS)}")
         if not isinstance(self.batched, bool):
             raise SqueezeError(f"batched must be true or false, got {self.batched!r}")
         if self.keep < 1:
@@ -127,5 +133,7 @@ class UIOConfig:
         if d.get("version") == 4 and "raw_window" not in d:  # version 4 kept only the current segment raw
             d = {**d, "version": 5, "raw_window": 0}
         if d.get("version") == 5 and "batched" not in d:  # version 5 always ran segment by segment
-            d = {**d, "version": VERSION, "batched": False}
+            d = {**d, "version": 6, "batched": False}
+        if d.get("version") == 6 and "reservoir" not in d:  # version 6 drew one reservoir per batch
+            d = {**d, "version": VERSION, "reservoir": "batch"}
         return build_fields(cls, d, "UIO")

@@ -106,7 +106,8 @@ class UIOTask:
         ids, weights = (t.to(ctx.device) for t in batch)
         rng = random.Random(derived_seed(self.cfg.seed, ctx.step, 31))
         step = batched_backward if self.cfg.batched else tbptt_backward
-        loss = step(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward)
+        loss = step(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward,
+                    per_document=self.cfg.reservoir == "document")
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         return {"loss": loss}
 

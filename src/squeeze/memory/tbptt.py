@@ -5,11 +5,14 @@ of segments 0..t-1 (with a raw window of W segments, a deviation: the memories o
 tokens of the last W); the loss is back-propagated at once (decoder parameters get their exact
 gradient). Memories enter the decoder as *detached leaves*: the gradient a loss sends to memory s
 piles up in that leaf's ``.grad``. The encoder graph that produced memory s is back-propagated
-("flushed") with whatever its leaf has gathered when the graph leaves the kept set, so each encoder
-and decoder graph is run and back-propagated once (time linear in T) and at most K encoder graphs
-are alive at once (memory bounded). The gradient modes differ only in which graphs are kept:
+("flushed") with whatever its leaf has gathered once no later loss reaches it (it left the kept set),
+so each encoder and decoder graph is run and back-propagated once (time linear in T) and at most K
+encoder graphs per document are alive at once (memory bounded). Which loss reaches which memory, and with
+what factor, is a (T, T) table per document (:func:`read_coefficients`), drawn as a kept set updated after
+every segment would be; each document of a batch draws its own (``UIOConfig.reservoir = document``) or
+the batch shares one (``batch``, config versions <= 6). The gradient modes differ only in that table:
 
-* ``full-bptt``: every graph, one backward at the end (the exact gradient; memory grows with T).
+* ``full-bptt``: every graph until the last loss (the exact gradient; memory grows with T).
 * ``detached``: none (memories are constants; the encoder never learns).
 * ``uio-biased``: the K newest (FIFO). Loss t reaches memory s only if ``t - s <= K``: biased.
 * ``uio``: a reservoir of K (Vitter's algorithm R, as the paper's code), *reweighted*. Derivation:
@@ -76,72 +79,51 @@ def _flush(graph: torch.Tensor, leaf: torch.Tensor, backward: Callable[[torch.Te
 
 
 def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
-                   rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> float:
+                   rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                   per_document: bool = False) -> float:
     """Forward a batch of documents segment by segment and accumulate gradients as ``mode`` says.
 
     ``ids`` (B, T*L + 1) tokens, ``weights`` (B, T*L + 1) per-target loss weights (position 0 unused).
     The loss is the weighted mean cross-entropy over segments W+1..T-1 (with a raw window of W segments,
     segments 0..W read no memory, so they have no trainable path). Returns that loss. ``backward`` is the
-    engine's backward (``loss.backward``). Memories are offered to the kept set right after their segment is
-    decoded whatever W is, so loss t still finds each of the t memories offered so far kept with ``p_t``.
+    engine's backward (``loss.backward``). Which loss reaches which memory, with what factor, is
+    :func:`coefficient_tables`' (B, T, T) table, drawn before the first segment (the draws are the ones a
+    reservoir updated after each segment would make). A memory that no loss reaches is encoded without a
+    graph; any other keeps its encoder graph until the last loss that reaches it, then is flushed.
     """
     L, n_seg = model.segment, _segments(model, ids, mode)
     w_raw = model.window
+    coef = coefficient_tables(mode, n_seg, w_raw, keep, rng, ids.shape[0], per_document)  # (B, T, T)
+    last = [int(coef[:, :, s].ne(0).any(0).nonzero().max()) if coef[:, :, s].any() else -1 for s in range(n_seg)]
     total_w = weights[:, model.raw_span + 1:].sum().clamp_min(1e-8)
-    bank: list[torch.Tensor] = []  # what the decoder reads: graphs (full-bptt), constants or leaves
-    kept: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (segment, encoder graph, leaf)
-    full = ids.new_zeros((), dtype=torch.float32)
+    bank: list[torch.Tensor] = []  # what the decoder reads: leaves, or constants for unread memories
+    alive: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # segment -> (encoder graph, leaf)
     seen = 0.0
     for t in range(n_seg):
         seg = ids[:, t * L:(t + 1) * L]
         if t > w_raw:  # reads the memories of segments 0..t-W-1 and the raw segments t-W..t-1
-            read = bank[:t - w_raw]
-            mems = [ScaleGrad.apply(m, unbiased_weight(t, keep)) for m in read] if mode == "uio" else read
+            # gradient into memory s (layers, B, m, D) scaled per document by coef[b, t, s]
+            mems = [ScaleGrad.apply(m, coef[:, t, s].to(m)[None, :, None, None]) if m.requires_grad else m
+                    for s, m in enumerate(bank[:t - w_raw])]
             logits = model.decode(seg, mems, window=ids[:, (t - w_raw) * L:t * L] if w_raw else None)
             tgt, w = ids[:, t * L + 1:(t + 1) * L + 1], weights[:, t * L + 1:(t + 1) * L + 1]
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
             loss = (ce * w.reshape(-1)).sum() / total_w
             seen += loss.item()
-            if mode == "full-bptt":
-                full = full + loss
-            else:
-                backward(loss)
+            backward(loss)
+            for s in [s for s in alive if last[s] == t]:  # no later loss reaches these memories
+                _flush(*alive.pop(s), backward)
         if t == n_seg - 1:
             break  # the last segment's memory would never be read
-        _add_memory(model.encode(seg), t, mode, keep, rng, bank, kept, backward)
-    if mode == "full-bptt":
-        backward(full)
-    for _, graph, leaf in kept:
-        _flush(graph, leaf, backward)
+        if last[t] < 0:
+            with torch.no_grad():
+                bank.append(model.encode(seg))
+            continue
+        mem = model.encode(seg)
+        leaf = mem.detach().requires_grad_(True)
+        alive[t] = (mem, leaf)
+        bank.append(leaf)
     return seen
-
-
-def _add_memory(mem: torch.Tensor, t: int, mode: str, keep: int, rng: random.Random, bank: list[torch.Tensor],
-                kept: list[tuple[int, torch.Tensor, torch.Tensor]], backward: Callable[[torch.Tensor], None]) -> None:
-    """Offer segment t's memory to the kept set of ``mode`` (flushing whatever it evicts)."""
-    if mode == "full-bptt":
-        bank.append(mem)
-        return
-    if mode == "detached":
-        bank.append(mem.detach())
-        return
-    leaf = mem.detach().requires_grad_(True)
-    bank.append(leaf)
-    if mode == "uio-biased":
-        kept.append((t, mem, leaf))
-        if len(kept) > keep:
-            _, graph, old = kept.pop(0)
-            _flush(graph, old, backward)
-        return
-    slot = reservoir_slot(t, keep, rng)
-    if slot is None:
-        return  # dropped at once: its leaf has no gradient yet, nothing to flush
-    if slot < len(kept):
-        _, graph, old = kept[slot]
-        _flush(graph, old, backward)
-        kept[slot] = (t, mem, leaf)
-    else:
-        kept.append((t, mem, leaf))
 
 
 # ----------------------------------------------------------------------------- batched execution
@@ -177,15 +159,24 @@ def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random
     return coef
 
 
+def coefficient_tables(mode: str, n_seg: int, window: int, keep: int, rng: random.Random, docs: int,
+                       per_document: bool) -> torch.Tensor:
+    """(B, T, T) :func:`read_coefficients` tables of a batch of ``docs`` documents: one reservoir per document
+    (drawn in document order) or, with ``per_document`` false, one reservoir shared by the whole batch."""
+    if not per_document:
+        return read_coefficients(mode, n_seg, window, keep, rng).expand(docs, n_seg, n_seg)
+    return torch.stack([read_coefficients(mode, n_seg, window, keep, rng) for _ in range(docs)])
+
+
 def _encode_read(model: MemoryLM, segs: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """Memories (layers, B*rows, m, D) of ``segs`` (B*rows, L), document-major; only the memories some loss
-    sends gradient to (a non-zero column of ``coef`` (rows, rows)) keep an encoder graph.
+    sends gradient to (a non-zero column of their document's ``coef`` (B, rows, rows)) keep an encoder graph.
 
     ``uio`` drops about 3 of 7 memories from its reservoir before any loss reads them (``detached``: all),
     so their encoder passes need no backward: the batched step then keeps at most the graphs the sequential
     one ever holds, and skips the rest's backward.
     """
-    need = coef.ne(0).any(0).repeat(segs.shape[0] // coef.shape[1])  # (B*rows,)
+    need = coef.ne(0).any(1).flatten()  # (B*rows,)
     if not torch.is_grad_enabled() or not need.any():
         with torch.no_grad():
             return model.encode(segs)
@@ -200,7 +191,8 @@ def _encode_read(model: MemoryLM, segs: torch.Tensor, coef: torch.Tensor) -> tor
 def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
              scored: torch.Tensor) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
     """Per layer, the prefix k/v (S, H, rows*m, hd) that each decoded row reads, for the S rows of
-    ``scored`` (B*rows bool), with the gradient into memory s of row r scaled by ``coef[r, s]``; and the
+    ``scored`` (B*rows bool), with the gradient into memory s of row r of document b scaled by
+    ``coef[b, r, s]``; and the
     (S, rows*m) mask of the slots that hold a memory (the others are padding).
 
     Each memory is projected once, not once per row that reads it. Scaling the gradient of the memory
@@ -212,10 +204,11 @@ def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
     # slot j of row r holds memory j - (rows-1-r); negative = padding. Right-aligned, so the newest memory
     # always sits at position -1 and every row's positions equal the sequential decoder's.
     src = torch.arange(rows)[None, :] - (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows)
-    factor = torch.where(src >= 0, coef.gather(1, src.clamp(min=0)), 0.0)  # (rows, rows)
+    slots = src.clamp(min=0).expand(coef.shape[0], rows, rows)
+    factor = torch.where(src >= 0, coef.gather(2, slots), 0.0)  # (B, rows, rows): factor per slot
     idx = scored.nonzero()[:, 0].cpu()  # (S,) decoded rows, as document * rows + row
     doc, row = idx // rows, idx % rows
-    factor = factor[row].repeat_interleave(m, 1)[:, None, :, None].to(mem)  # (S, 1, rows*m, 1)
+    factor = factor[doc, row].repeat_interleave(m, 1)[:, None, :, None].to(mem)  # (S, 1, rows*m, 1)
     mask = (src >= 0)[row].repeat_interleave(m, 1).to(mem.device)  # (S, rows*m)
     picks = (doc[:, None] * rows + src.clamp(min=0)[row]).to(mem.device)  # (S, rows) memory read per slot
 
@@ -232,7 +225,8 @@ def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
 
 
 def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
-                     rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> float:
+                     rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                     per_document: bool = False) -> float:
     """:func:`tbptt_backward`'s gradient computed with every segment of a document in one batch.
 
     The encoder does not read earlier memories, so all segments are encoded in one call, and every scored
@@ -245,14 +239,14 @@ def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, 
     documents.
     """
     L, n_seg, W = model.segment, _segments(model, ids, mode), model.window
-    coef = read_coefficients(mode, n_seg, W, keep, rng)
     b, rows = ids.shape[0], n_seg - W - 1  # decoded segments t = W+1..T-1; row r reads memories 0..r
+    coef = coefficient_tables(mode, n_seg, W, keep, rng, b, per_document)[:, W + 1:, :rows]  # (B, rows, rows)
     segs = ids[:, :n_seg * L].view(b, n_seg, L)
-    mem = _encode_read(model, segs[:, :rows].reshape(b * rows, L), coef[W + 1:, :rows])  # (layers, B*rows, m, D)
+    mem = _encode_read(model, segs[:, :rows].reshape(b * rows, L), coef)  # (layers, B*rows, m, D)
     # targets and weights of segments W+1..T-1, one row per decoded segment: (B*rows, L)
     tgt, w = ids[:, (W + 1) * L + 1:].reshape(b * rows, L), weights[:, (W + 1) * L + 1:].reshape(b * rows, L)
     scored = w.ne(0).any(1)  # rows with a scored target; the others are not decoded
-    kv, mask = _read_kv(model, mem, coef[W + 1:, :rows], rows, scored)
+    kv, mask = _read_kv(model, mem, coef, rows, scored)
     window = None
     if W:  # row r's raw window: segments r+1..r+W
         window = torch.stack([segs[:, r + 1:r + 1 + W].reshape(b, W * L) for r in range(rows)], 1).flatten(0, 1)

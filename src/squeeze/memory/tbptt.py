@@ -78,62 +78,14 @@ def _flush(graph: torch.Tensor, leaf: torch.Tensor, backward: Callable[[torch.Te
         backward((graph * leaf.grad).sum())
 
 
-def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
-                   rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                   per_document: bool = False) -> float:
-    """Forward a batch of documents segment by segment and accumulate gradients as ``mode`` says.
-
-    ``ids`` (B, T*L + 1) tokens, ``weights`` (B, T*L + 1) per-target loss weights (position 0 unused).
-    The loss is the weighted mean cross-entropy over segments W+1..T-1 (with a raw window of W segments,
-    segments 0..W read no memory, so they have no trainable path). Returns that loss. ``backward`` is the
-    engine's backward (``loss.backward``). Which loss reaches which memory, with what factor, is
-    :func:`coefficient_tables`' (B, T, T) table, drawn before the first segment (the draws are the ones a
-    reservoir updated after each segment would make). A memory that no loss reaches is encoded without a
-    graph; any other keeps its encoder graph until the last loss that reaches it, then is flushed.
-    """
-    L, n_seg = model.segment, _segments(model, ids, mode)
-    w_raw = model.window
-    coef = coefficient_tables(mode, n_seg, w_raw, keep, rng, ids.shape[0], per_document)  # (B, T, T)
-    last = [int(coef[:, :, s].ne(0).any(0).nonzero().max()) if coef[:, :, s].any() else -1 for s in range(n_seg)]
-    total_w = weights[:, model.raw_span + 1:].sum().clamp_min(1e-8)
-    bank: list[torch.Tensor] = []  # what the decoder reads: leaves, or constants for unread memories
-    alive: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # segment -> (encoder graph, leaf)
-    seen = 0.0
-    for t in range(n_seg):
-        seg = ids[:, t * L:(t + 1) * L]
-        if t > w_raw:  # reads the memories of segments 0..t-W-1 and the raw segments t-W..t-1
-            # gradient into memory s (layers, B, m, D) scaled per document by coef[b, t, s]
-            mems = [ScaleGrad.apply(m, coef[:, t, s].to(m)[None, :, None, None]) if m.requires_grad else m
-                    for s, m in enumerate(bank[:t - w_raw])]
-            logits = model.decode(seg, mems, window=ids[:, (t - w_raw) * L:t * L] if w_raw else None)
-            tgt, w = ids[:, t * L + 1:(t + 1) * L + 1], weights[:, t * L + 1:(t + 1) * L + 1]
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
-            loss = (ce * w.reshape(-1)).sum() / total_w
-            seen += loss.item()
-            backward(loss)
-            for s in [s for s in alive if last[s] == t]:  # no later loss reaches these memories
-                _flush(*alive.pop(s), backward)
-        if t == n_seg - 1:
-            break  # the last segment's memory would never be read
-        if last[t] < 0:
-            with torch.no_grad():
-                bank.append(model.encode(seg))
-            continue
-        mem = model.encode(seg)
-        leaf = mem.detach().requires_grad_(True)
-        alive[t] = (mem, leaf)
-        bank.append(leaf)
-    return seen
-
-
-# ----------------------------------------------------------------------------- batched execution
+# ----------------------------------------------------------------------------- which loss reaches which memory
 def read_coefficients(mode: str, n_seg: int, window: int, keep: int, rng: random.Random) -> torch.Tensor:
     """(T, T) factor ``c[t, s]`` on the gradient loss t sends into memory s under ``mode``.
 
-    The same bookkeeping as :func:`tbptt_backward`, as a table: loss t reads memories ``0..t-W-1`` and
-    finds kept what the mode's kept set holds after the offers of memories ``0..t-1``; a kept memory gets
-    the factor 1 (``uio``: the importance weight ``max(1, t/K)``), any other 0. ``rng`` is drawn exactly
-    as :func:`tbptt_backward` draws it, so the same seed gives the same kept sets.
+    Loss t reads memories ``0..t-W-1`` and finds kept what the mode's kept set holds after the offers of
+    memories ``0..t-1``; a kept memory gets the factor 1 (``uio``: the importance weight ``max(1, t/K)``),
+    any other 0. ``rng`` is drawn as a reservoir updated after each segment draws it: one
+    ``randint(0, t)`` per offer t >= K, in order.
     """
     coef = torch.zeros(n_seg, n_seg)
     if mode == "detached":
@@ -168,6 +120,57 @@ def coefficient_tables(mode: str, n_seg: int, window: int, keep: int, rng: rando
     return torch.stack([read_coefficients(mode, n_seg, window, keep, rng) for _ in range(docs)])
 
 
+# ----------------------------------------------------------------------------- segment by segment
+def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
+                   rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                   per_document: bool = False) -> float:
+    """Forward a batch of documents segment by segment and accumulate gradients as ``mode`` says.
+
+    ``ids`` (B, T*L + 1) tokens, ``weights`` (B, T*L + 1) per-target loss weights (position 0 unused).
+    The loss is the weighted mean cross-entropy over segments W+1..T-1 (with a raw window of W segments,
+    segments 0..W read no memory, so they have no trainable path). Returns that loss. ``backward`` is the
+    engine's backward (``loss.backward``). Which loss reaches which memory, with what factor, is
+    :func:`coefficient_tables`' (B, T, T) table, drawn before the first segment (the draws are the ones a
+    reservoir updated after each segment would make). A memory that no loss reaches is encoded without a
+    graph; any other keeps its encoder graph until the last loss that reaches it, then is flushed.
+    """
+    L, n_seg = model.segment, _segments(model, ids, mode)
+    w_raw = model.window
+    coef = coefficient_tables(mode, n_seg, w_raw, keep, rng, ids.shape[0], per_document)  # (B, T, T)
+    reads = coef.ne(0).any(0)  # (T, T): loss t reaches memory s in some document
+    last = torch.where(reads.any(0), (reads * torch.arange(n_seg)[:, None]).amax(0), -1).tolist()  # per memory
+    total_w = weights[:, model.raw_span + 1:].sum().clamp_min(1e-8)
+    bank: list[torch.Tensor] = []  # what the decoder reads: leaves, or constants for unread memories
+    alive: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # segment -> (encoder graph, leaf)
+    seen = 0.0
+    for t in range(n_seg):
+        seg = ids[:, t * L:(t + 1) * L]
+        if t > w_raw:  # reads the memories of segments 0..t-W-1 and the raw segments t-W..t-1
+            # gradient into memory s (layers, B, m, D) scaled per document by coef[b, t, s]
+            mems = [ScaleGrad.apply(m, coef[:, t, s].to(m)[None, :, None, None]) if m.requires_grad else m
+                    for s, m in enumerate(bank[:t - w_raw])]
+            logits = model.decode(seg, mems, window=ids[:, (t - w_raw) * L:t * L] if w_raw else None)
+            tgt, w = ids[:, t * L + 1:(t + 1) * L + 1], weights[:, t * L + 1:(t + 1) * L + 1]
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
+            loss = (ce * w.reshape(-1)).sum() / total_w
+            seen += loss.item()
+            backward(loss)
+            for s in [s for s in alive if last[s] == t]:  # no later loss reaches these memories
+                _flush(*alive.pop(s), backward)
+        if t == n_seg - 1:
+            break  # the last segment's memory would never be read
+        if last[t] < 0:
+            with torch.no_grad():
+                bank.append(model.encode(seg))
+            continue
+        mem = model.encode(seg)
+        leaf = mem.detach().requires_grad_(True)
+        alive[t] = (mem, leaf)
+        bank.append(leaf)
+    return seen
+
+
+# ----------------------------------------------------------------------------- batched execution
 def _encode_read(model: MemoryLM, segs: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """Memories (layers, B*rows, m, D) of ``segs`` (B*rows, L), document-major; only the memories some loss
     sends gradient to (a non-zero column of their document's ``coef`` (B, rows, rows)) keep an encoder graph.

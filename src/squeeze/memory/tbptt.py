@@ -195,8 +195,7 @@ def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
              scored: torch.Tensor) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
     """Per layer, the prefix k/v (S, H, rows*m, hd) that each decoded row reads, for the S rows of
     ``scored`` (B*rows bool), with the gradient into memory s of row r of document b scaled by
-    ``coef[b, r, s]``; and the
-    (S, rows*m) mask of the slots that hold a memory (the others are padding).
+    ``coef[b, r, s]``; and the (S, rows*m) mask of the slots that hold a memory (the others are padding).
 
     Each memory is projected once, not once per row that reads it. Scaling the gradient of the memory
     (``const + c * (m - const)``) and projecting equals, since the k/v projection is linear in its input,

@@ -86,8 +86,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(json.dumps(getattr(importlib.import_module(module), fn)(args, _options(args.set)), indent=2))
         return
 
-    engine = EngineConfig(Path(args.workdir), resume=args.resume, devices=args.devices, nodes=args.nodes,
-                          accelerator=args.accelerator)
+    engine = EngineConfig.from_args(args, Path(args.workdir))
     if args.model in VARIANTS:
         from squeeze.methods.multiquant import MultiQuantConfig, train_multiquant
 
@@ -203,6 +202,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node")
     train.add_argument("--nodes", type=int, default=1, help="machines (set MASTER_ADDR/MASTER_PORT/NODE_RANK)")
     train.add_argument("--accelerator", default="cpu", choices=["auto", "cpu", "gpu"])
+    train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"],
+                       help="bf16-mixed: matrix products in bfloat16 (faster on CPUs with AVX512-BF16/AMX and on "
+                       "GPUs; results differ slightly from float32)")
     train.add_argument("--model", dest="base", default="", metavar="MODEL",
                        help="multiquant, nm: float zoo model to start from")
     train.add_argument("--bits", default="", help="multiquant: activation bit widths, e.g. 2,3,4,5,6,7,8")

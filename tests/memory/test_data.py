@@ -44,7 +44,7 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_to_6() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_7() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     with pytest.raises(SqueezeError, match="raw_window"):
@@ -52,7 +52,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_6() -> None:
     with pytest.raises(SqueezeError, match="raw_window \\+ 2"):
         UIOConfig(raw_window=2, doc_segments=3)
     old = {**UIOConfig().to_dict(), "version": 2}
-    del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"]
+    del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"], old["grad_clip"]
     shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
     assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
@@ -63,11 +63,15 @@ def test_config_checks_the_mix_and_reads_versions_2_to_6() -> None:
         replace(shared, raw_window=1)
     v6 = {**old, "version": 6, "recall_frac": 0.0, "memory_read": "kv", "raw_window": 0, "batched": True}
     assert UIOConfig.from_dict(v6) == replace(shared, batched=True)
+    v7 = {**v6, "version": 7, "reservoir": "document"}
+    assert UIOConfig.from_dict(v7) == replace(shared, batched=True, reservoir="document", grad_clip=1.0)
+    with pytest.raises(SqueezeError, match="grad_clip -1 must be >= 0"):
+        UIOConfig(grad_clip=-1)
     with pytest.raises(SqueezeError, match="reservoir 'row' is unknown"):
         UIOConfig(reservoir="row")
     with pytest.raises(SqueezeError, match="batched must be true or false"):
         UIOConfig(batched="yes")  # type: ignore[arg-type]
-    assert UIOConfig().version == VERSION == 7
+    assert UIOConfig().version == VERSION == 8
 
 
 def test_raw_window_keeps_needles_and_scores_beyond_the_window() -> None:

@@ -78,3 +78,29 @@ def test_batched_training_follows_the_segment_by_segment_run(tmp_path: Path) -> 
         runs[batched] = load_tensors(tmp_path / str(batched) / "uio.safetensors")
     for k, v in runs[False].items():
         torch.testing.assert_close(runs[True][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_grad_clip_scales_the_step_down_to_its_norm_and_zero_turns_it_off() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from squeeze.memory.task import UIOTask  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    grads = {}
+    for clip in (0.0, 1e-3):
+        cfg = UIOConfig(segment=32, memory=4, doc_segments=4, batch_size=2, grad_mode="full-bptt", grad_clip=clip)
+        task = UIOTask(cfg, base, TEXT, TEXT)
+        torch.manual_seed(1)
+        model, opts = task.build()
+        with torch.no_grad():  # LoRA B starts at zero, which leaves the A factors without gradient
+            for b in model.lora_b.values():
+                b.normal_(0, 0.1)
+        ctx = SimpleNamespace(world=1, module=model, optimizers=opts, device=torch.device("cpu"), step=3,
+                              total_steps=10, backward=torch.Tensor.backward)
+        task.train_step(ctx, next(iter(task.batches(0, 0, 1))))
+        grads[clip] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    free, clipped = grads[0.0], grads[1e-3]
+    assert free.norm() > 1e-2  # unclipped: the raw gradient
+    assert clipped.norm() == pytest.approx(1e-3, rel=1e-3)
+    assert torch.allclose(clipped, free * (1e-3 / free.norm()), atol=1e-8)

@@ -72,6 +72,29 @@ def test_corrupt_checkpoint_is_refused(tmp_path: Path, damage: str) -> None:
     assert ckpt.read_bytes() == bytes(data)
 
 
+def test_bf16_mixed_runs_the_step_in_bfloat16_and_is_part_of_the_identity(tmp_path: Path) -> None:
+    seen: list[torch.dtype] = []
+
+    class Probe(TinyTask):
+        def train_step(self, ctx, batch):  # type: ignore[no-untyped-def]
+            seen.append((torch.randn(2, 2) @ torch.randn(2, 2)).dtype)  # a matmul outside the module's forward
+            return super().train_step(ctx, batch)
+
+    full = fit(Probe(epochs=1), _cfg(tmp_path / "f32"))
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    mixed = fit(Probe(epochs=1), _cfg(tmp_path / "bf16", precision="bf16-mixed"))
+    assert set(seen) == {torch.bfloat16}
+    weights = [p for p in mixed.module.parameters()]
+    assert all(p.dtype == torch.float32 for p in weights)  # master weights stay float32
+    assert not _same(full.module, mixed.module)  # the products really ran in bfloat16
+    assert abs(mixed.log[0]["train_loss"] - full.log[0]["train_loss"]) < 0.05
+    with pytest.raises(SqueezeError, match="another model or config.*precision"):
+        fit(TinyTask(epochs=2), _cfg(tmp_path / "bf16", resume=True))
+    with pytest.raises(SqueezeError, match="precision 'fp8' is unknown"):
+        _cfg(tmp_path, precision="fp8")
+
+
 def test_epoch_indices_split_one_global_batch() -> None:
     whole = epoch_indices(40, 8, epoch=3, seed=1)
     parts = [epoch_indices(40, 8, epoch=3, seed=1, rank=r, world=2) for r in range(2)]

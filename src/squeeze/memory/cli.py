@@ -30,8 +30,7 @@ def cmd_train_uio(args: argparse.Namespace, options: dict[str, Any]) -> dict[str
 
     cfg = UIOConfig.from_dict(uio_fields(args, options))
     workdir = Path(args.workdir) / f"uio-{cfg.grad_mode}-{cfg.segment}x{cfg.memory}"
-    engine = EngineConfig(workdir, resume=args.resume, devices=args.devices, nodes=args.nodes,
-                          accelerator=args.accelerator)
+    engine = EngineConfig.from_args(args, workdir)
     summary = train_uio(cfg, engine)
     summary.pop("log", None)
     return {"workdir": str(workdir), **summary}

@@ -7,7 +7,8 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 7  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir
+VERSION = 8  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
+# 8: grad_clip
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -50,6 +51,9 @@ class UIOConfig:
             copy task); the rest is plain text.
         steps / batch_size / lr / warmup / weight_decay / seed: the optimiser schedule (AdamW,
             linear warm-up then cosine; one engine epoch = ``steps_per_epoch`` steps).
+        grad_clip: the largest global gradient norm a step may take (larger gradients are scaled down to
+            it; 0 = no clipping; versions <= 7: 1.0). Clipping a reweighted gradient shrinks exactly the
+            steps the weights scale up, so ``uio``'s gradient is no longer unbiased once the clip is active.
     """
 
     base: str = "lm-shakespeare"
@@ -73,6 +77,7 @@ class UIOConfig:
     lr: float = 2e-3
     warmup: int = 10
     weight_decay: float = 0.0
+    grad_clip: float = 1.0
     seed: int = 0
     version: int = VERSION
 
@@ -107,6 +112,8 @@ class UIOConfig:
                                "with a sum <= 1")
         if min(self.steps, self.steps_per_epoch, self.batch_size) < 1 or self.lr <= 0:
             raise SqueezeError("steps, steps_per_epoch, batch_size and lr must be positive")
+        if self.grad_clip < 0:
+            raise SqueezeError(f"grad_clip {self.grad_clip} must be >= 0 (0 turns clipping off)")
         if self.steps % self.steps_per_epoch:
             raise SqueezeError(f"steps {self.steps} must be a multiple of steps_per_epoch {self.steps_per_epoch}")
         if self.version != VERSION:
@@ -135,5 +142,7 @@ class UIOConfig:
         if d.get("version") == 5 and "batched" not in d:  # version 5 always ran segment by segment
             d = {**d, "version": 6, "batched": False}
         if d.get("version") == 6 and "reservoir" not in d:  # version 6 drew one reservoir per batch
-            d = {**d, "version": VERSION, "reservoir": "batch"}
+            d = {**d, "version": 7, "reservoir": "batch"}
+        if d.get("version") == 7 and "grad_clip" not in d:  # version 7 always clipped at norm 1
+            d = {**d, "version": VERSION, "grad_clip": 1.0}
         return build_fields(cls, d, "UIO")

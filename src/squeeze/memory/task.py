@@ -108,7 +108,8 @@ class UIOTask:
         step = batched_backward if self.cfg.batched else tbptt_backward
         loss = step(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward,
                     per_document=self.cfg.reservoir == "document")
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.cfg.grad_clip)
         return {"loss": loss}
 
     def evaluate(self, module: nn.Module) -> dict[str, float]:

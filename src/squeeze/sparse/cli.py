@@ -36,8 +36,7 @@ def cmd_train_nm(args: argparse.Namespace, options: dict[str, Any]) -> dict[str,
         raise SqueezeError("squeeze train nm needs --method (e.g. --method spre --n 2 --m 4)")
     cfg = make_nm_config(args.method, **nm_fields(args, options))
     workdir = Path(args.workdir) / f"nm-{cfg.method}-{cfg.n}of{cfg.m}-{cfg.model}"
-    engine = EngineConfig(workdir, resume=args.resume, devices=args.devices, nodes=args.nodes,
-                          accelerator=args.accelerator)
+    engine = EngineConfig.from_args(args, workdir)
     return train_nm(cfg, engine)
 
 

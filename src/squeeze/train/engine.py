@@ -13,7 +13,10 @@ one training step, an evaluation); :func:`fit` does the rest the same way for al
   ``log.csv`` / ``log.json`` with one row per epoch; a failed run never replaces a checkpoint;
 * resumes exactly from the last checkpoint (``resume=True``), refusing checkpoints of another
   task identity (model, config) or damaged ones with one clear line;
-* shows a tqdm progress bar on rank 0.
+* shows a tqdm progress bar on rank 0;
+* trains in float32 by default, or with bfloat16 autocast (``precision="bf16-mixed"``: matrix products in
+  bfloat16, weights, optimizer state and reductions in float32). No loss scaling is needed for bfloat16, so
+  a task may clip or read its gradients as usual. The precision is part of a checkpoint's identity.
 """
 from __future__ import annotations
 
@@ -37,11 +40,12 @@ from squeeze.train.checkpoint import atomic_write_bytes, write_json
 from squeeze.train.state import CHECKPOINT, TrainState, load_state, read_meta, save_state
 
 ACCELERATORS = ("auto", "cpu", "gpu")
+PRECISIONS = ("32-true", "bf16-mixed")  # Lightning Fabric's names
 
 
 @dataclass
 class EngineConfig:
-    """Where and how a task runs (nothing here changes the result of a single-process run).
+    """Where and how a task runs (nothing here but ``precision`` changes the result of a single-process run).
 
     Attributes:
         workdir: folder for ``last.safetensors``, ``last.json``, ``log.csv`` and ``log.json``.
@@ -52,6 +56,8 @@ class EngineConfig:
         progress: show the tqdm bar (rank 0 only).
         max_epochs: stop after this many epochs of *this* call (``None``: run to the task's end);
             the checkpoint then resumes where it stopped. Used to split long runs and by tests.
+        precision: ``32-true`` or ``bf16-mixed`` (autocast around each training step; evaluation stays
+            float32). Unlike the fields above it changes the result, so resuming checks it.
     """
 
     workdir: Path
@@ -61,15 +67,24 @@ class EngineConfig:
     accelerator: str = "cpu"
     progress: bool = True
     max_epochs: int | None = None
+    precision: str = "32-true"
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
+        if self.precision not in PRECISIONS:
+            raise SqueezeError(f"precision {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
         if self.accelerator not in ACCELERATORS:
             raise SqueezeError(f"accelerator {self.accelerator!r} is unknown; use one of {', '.join(ACCELERATORS)}")
         if self.devices < 1 or self.nodes < 1:
             raise SqueezeError("--devices and --nodes must be at least 1")
         if self.accelerator == "gpu" and not torch.cuda.is_available():
             raise SqueezeError("--accelerator gpu asked for but no CUDA GPU is visible; use --accelerator cpu")
+
+    @classmethod
+    def from_args(cls, args: Any, workdir: Path) -> "EngineConfig":
+        """The engine options of ``squeeze train`` (``--resume --devices --nodes --accelerator --precision``)."""
+        return cls(Path(workdir), resume=args.resume, devices=args.devices, nodes=args.nodes,
+                   accelerator=args.accelerator, precision=args.precision)
 
 
 @dataclass
@@ -180,7 +195,7 @@ def _make_fabric(cfg: EngineConfig, find_unused: bool) -> Any:
         strategy = DDPStrategy(process_group_backend="gloo" if accelerator == "cpu" else "nccl",
                                find_unused_parameters=find_unused)
     fabric = Fabric(accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.nodes, strategy=strategy,
-                    precision="32-true")
+                    precision=cfg.precision)
     fabric.launch()
     return fabric
 
@@ -204,6 +219,8 @@ def fit(task: Task, cfg: EngineConfig) -> FitResult:
     seed_all(derived_seed(task.seed, 0))  # the same initial model on every rank
     module, optimizers = task.build()
     identity = {"task": task.name, **task.identity()}
+    if cfg.precision != "32-true":  # float32 runs keep the identity of checkpoints made before the option
+        identity["precision"] = cfg.precision
     frozen = tuple(getattr(task, "frozen_state", ()))
     ckpt = cfg.workdir / CHECKPOINT
     model, *wrapped = fabric.setup(module, *optimizers)
@@ -216,10 +233,10 @@ def fit(task: Task, cfg: EngineConfig) -> FitResult:
     last = task.epochs if cfg.max_epochs is None else min(task.epochs, state.epoch + cfg.max_epochs)
     for epoch in range(state.epoch, last):
         seed_all(derived_seed(task.seed, epoch + 1, rank))
-        ctx = StepContext(model, module, list(wrapped), fabric.backward, _no_sync(fabric, model, world),
+        ctx = StepContext(model, module, list(wrapped), _backward(fabric), _no_sync(fabric, model, world),
                           fabric.device, epoch, epoch * steps, task.epochs * steps, rank, world)
         start = time.perf_counter()
-        train_metrics = _train_epoch(task, ctx, steps, cfg.progress and rank == 0)
+        train_metrics = _train_epoch(task, ctx, steps, cfg.progress and rank == 0, fabric.autocast)
         seconds = time.perf_counter() - start
         _sync_buffers(module, world)
         eval_metrics = task.evaluate(module) if rank == 0 else None
@@ -245,14 +262,25 @@ def _sync_buffers(module: nn.Module, world: int) -> None:
         dist.broadcast(buf.data, src=0)
 
 
+def _backward(fabric: Any) -> Callable[[torch.Tensor], None]:
+    """``fabric.backward`` with autocast off: a task calls it inside its (autocast) step, and backward ops
+    already run in the dtypes their forward ops chose."""
+    def backward(loss: torch.Tensor) -> None:
+        with torch.autocast(fabric.device.type, enabled=False):
+            fabric.backward(loss)
+    return backward
+
+
 def _no_sync(fabric: Any, model: nn.Module, world: int) -> Callable[[bool], ContextManager[Any]]:
     if world == 1:
         return lambda enabled: nullcontext()
     return lambda enabled: fabric.no_backward_sync(model, enabled=enabled)
 
 
-def _train_epoch(task: Task, ctx: StepContext, steps: int, progress: bool) -> dict[str, float]:
-    """One epoch of optimizer steps; returns the mean of each metric ``train_step`` reported."""
+def _train_epoch(task: Task, ctx: StepContext, steps: int, progress: bool,
+                 autocast: Callable[[], ContextManager[Any]]) -> dict[str, float]:
+    """One epoch of optimizer steps, each ``train_step`` inside ``autocast()``; returns the mean of each
+    metric ``train_step`` reported."""
     sums: dict[str, float] = {}
     ctx.model.train()
     batches = task.batches(ctx.epoch, ctx.rank, ctx.world)
@@ -262,7 +290,8 @@ def _train_epoch(task: Task, ctx: StepContext, steps: int, progress: bool) -> di
     for count, batch in enumerate(bar, start=1):
         for opt in ctx.optimizers:
             opt.zero_grad(set_to_none=True)
-        metrics = task.train_step(ctx, batch)
+        with autocast():
+            metrics = task.train_step(ctx, batch)
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise SqueezeError(f"{task.name}: {bad[0]} became {metrics[bad[0]]} at epoch {ctx.epoch + 1}, step "

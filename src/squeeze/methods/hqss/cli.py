@@ -30,5 +30,6 @@ def cmd_train_hqss(args: argparse.Namespace, options: dict[str, Any]) -> dict[st
 
     cfg = make_shadow_config(getattr(args, "method", "") or "hqss", **hqss_fields(args, options))
     workdir = Path(args.workdir) / f"hqss-{cfg.variant}"
-    engine = {"devices": args.devices, "nodes": args.nodes, "accelerator": args.accelerator}
+    engine = {"devices": args.devices, "nodes": args.nodes, "accelerator": args.accelerator,
+              "precision": args.precision}
     return {"workdir": str(workdir), **train_shadow_removal(cfg, workdir, resume=args.resume, options=engine)}

@@ -31,6 +31,8 @@ def cmd_train_undem(args: argparse.Namespace, options: dict[str, Any]) -> dict[s
 
     if getattr(args, "devices", 1) > 1 or getattr(args, "nodes", 1) > 1:
         raise SqueezeError("squeeze train undem runs on one process; drop --devices/--nodes")
+    if getattr(args, "precision", "32-true") != "32-true":
+        raise SqueezeError("squeeze train undem trains in float32 only; drop --precision")
     cfg = make_undem_config(args.variant, **options)
     if bool(args.moire) != bool(args.clean):
         raise SqueezeError("pass both --moire DIR and --clean DIR (or neither, for simulated data)")

@@ -21,6 +21,7 @@ def _args(tmp_path: Path, argv: list[str]) -> argparse.Namespace:
     for name, default in (("--devices", 1), ("--nodes", 1)):
         parser.add_argument(name, type=int, default=default)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--precision", default="32-true")
     add_train_hqss_args(parser)
     return parser.parse_args(argv)
 

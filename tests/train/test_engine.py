@@ -85,8 +85,7 @@ def test_bf16_mixed_runs_the_step_in_bfloat16_and_is_part_of_the_identity(tmp_pa
     seen.clear()
     mixed = fit(Probe(epochs=1), _cfg(tmp_path / "bf16", precision="bf16-mixed"))
     assert set(seen) == {torch.bfloat16}
-    weights = [p for p in mixed.module.parameters()]
-    assert all(p.dtype == torch.float32 for p in weights)  # master weights stay float32
+    assert all(p.dtype == torch.float32 for p in mixed.module.parameters())  # master weights stay float32
     assert not _same(full.module, mixed.module)  # the products really ran in bfloat16
     assert abs(mixed.log[0]["train_loss"] - full.log[0]["train_loss"]) < 0.05
     with pytest.raises(SqueezeError, match="another model or config.*precision"):

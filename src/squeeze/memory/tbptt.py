@@ -7,7 +7,8 @@ gradient). Memories enter the decoder as *detached leaves*: the gradient a loss 
 piles up in that leaf's ``.grad``. The encoder graph that produced memory s is back-propagated
 ("flushed") with whatever its leaf has gathered once no later loss reaches it (it left the kept set),
 so each encoder and decoder graph is run and back-propagated once (time linear in T) and at most K
-encoder graphs per document are alive at once (memory bounded). Which loss reaches which memory, and with
+encoder graphs are alive at once with one kept set per batch (with one per document, the union of the
+documents' kept sets: at most B*K), so memory stays bounded. Which loss reaches which memory, and with
 what factor, is a (T, T) table per document (:func:`read_coefficients`), drawn as a kept set updated after
 every segment would be; each document of a batch draws its own (``UIOConfig.reservoir = document``) or
 the batch shares one (``batch``, config versions <= 6). The gradient modes differ only in that table:

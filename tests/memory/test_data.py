@@ -44,7 +44,7 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_to_7() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_8() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     with pytest.raises(SqueezeError, match="raw_window"):
@@ -53,6 +53,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_7() -> None:
         UIOConfig(raw_window=2, doc_segments=3)
     old = {**UIOConfig().to_dict(), "version": 2}
     del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"], old["grad_clip"]
+    del old["curriculum_segments"], old["curriculum_steps"]
     shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
     assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
@@ -65,13 +66,27 @@ def test_config_checks_the_mix_and_reads_versions_2_to_7() -> None:
     assert UIOConfig.from_dict(v6) == replace(shared, batched=True)
     v7 = {**v6, "version": 7, "reservoir": "document"}
     assert UIOConfig.from_dict(v7) == replace(shared, batched=True, reservoir="document", grad_clip=1.0)
+    v8 = {**v7, "version": 8, "grad_clip": 0.5}
+    assert UIOConfig.from_dict(v8) == replace(shared, batched=True, reservoir="document", grad_clip=0.5)
     with pytest.raises(SqueezeError, match="grad_clip -1 must be >= 0"):
         UIOConfig(grad_clip=-1)
     with pytest.raises(SqueezeError, match="reservoir 'row' is unknown"):
         UIOConfig(reservoir="row")
     with pytest.raises(SqueezeError, match="batched must be true or false"):
         UIOConfig(batched="yes")  # type: ignore[arg-type]
-    assert UIOConfig().version == VERSION == 8
+    assert UIOConfig().version == VERSION == 9
+
+
+def test_curriculum_shortens_the_first_steps_documents_and_is_checked() -> None:
+    cfg = UIOConfig(doc_segments=8, curriculum_segments=3, curriculum_steps=5, steps=10, steps_per_epoch=5)
+    assert [cfg.segments_at(s) for s in (0, 4, 5, 9)] == [3, 3, 8, 8]
+    assert UIOConfig().segments_at(0) == 8  # off by default
+    for bad, match in (({"curriculum_segments": 3}, "together"), ({"curriculum_steps": 5}, "together"),
+                       ({"curriculum_segments": 9, "curriculum_steps": 5}, "must lie in"),
+                       ({"curriculum_segments": 2, "curriculum_steps": 5, "raw_window": 1}, "must lie in"),
+                       ({"curriculum_segments": 3, "curriculum_steps": 300}, "<= steps")):
+        with pytest.raises(SqueezeError, match=match):
+            UIOConfig(**bad)
 
 
 def test_raw_window_keeps_needles_and_scores_beyond_the_window() -> None:

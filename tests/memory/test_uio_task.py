@@ -1,6 +1,7 @@
 """Training a memory model on the engine: adapters written, reloaded identically, resume refused on change."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,16 @@ def test_grad_clip_scales_the_step_down_to_its_norm_and_zero_turns_it_off() -> N
     assert free.norm() > 1e-2  # unclipped: the raw gradient
     assert clipped.norm() == pytest.approx(1e-3, rel=1e-3)
     assert torch.allclose(clipped, free * (1e-3 / free.norm()), atol=1e-8)
+
+
+def test_curriculum_batches_are_short_until_its_steps_run_out() -> None:
+    from squeeze.memory.task import UIOTask  # noqa: PLC0415
+
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    cfg = UIOConfig(segment=32, memory=4, doc_segments=5, curriculum_segments=3, curriculum_steps=3, steps=6,
+                    steps_per_epoch=2, batch_size=2, passkey_frac=0.0)
+    task = UIOTask(cfg, base, TEXT, TEXT)
+    lengths = [ids.shape[1] for epoch in range(3) for ids, _ in task.batches(epoch, 0, 1)]
+    assert lengths == [3 * 32 + 1] * 3 + [5 * 32 + 1] * 3
+    with pytest.raises(SqueezeError, match="too short for the needle"):  # checked before training starts
+        UIOTask(replace(cfg, passkey_frac=0.5), base, TEXT, TEXT)  # 97 tokens: no room for a passkey

@@ -7,8 +7,8 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 8  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
-# 8: grad_clip
+VERSION = 9  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
+# 8: grad_clip; 9: curriculum_segments, curriculum_steps
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -46,6 +46,10 @@ class UIOConfig:
             alive at once, so memory grows with ``doc_segments``) instead of segment by segment with at most K
             graphs alive.
         doc_segments: T, segments per training document (a document is ``T*L + 1`` tokens).
+        curriculum_segments / curriculum_steps: the first ``curriculum_steps`` steps train on documents of
+            ``curriculum_segments`` segments instead of T (0 / 0: off, as in the paper and versions <= 8; a
+            deviation). With ``curriculum_segments <= keep + 1`` every memory a loss reads is
+            kept, so ``uio`` gives full BPTT's exact gradient until the documents grow.
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
         recall_frac: fraction of recall documents (earlier segments repeated; the paper code's segment
             copy task); the rest is plain text.
@@ -69,6 +73,8 @@ class UIOConfig:
     reservoir: str = "batch"
     batched: bool = False
     doc_segments: int = 8
+    curriculum_segments: int = 0
+    curriculum_steps: int = 0
     passkey_frac: float = 0.5
     recall_frac: float = 0.0
     steps: int = 240
@@ -107,6 +113,13 @@ class UIOConfig:
         if self.doc_segments < self.raw_window + 2:
             raise SqueezeError(f"doc_segments {self.doc_segments} must be >= raw_window + 2 = {self.raw_window + 2} "
                                "(a memory is read only by a segment beyond the raw window)")
+        if (self.curriculum_steps > 0) != (self.curriculum_segments > 0) or self.curriculum_steps < 0:
+            raise SqueezeError("set curriculum_segments and curriculum_steps together (both 0 turns the curriculum off)")
+        if self.curriculum_steps and not (self.raw_window + 2 <= self.curriculum_segments <= self.doc_segments
+                                          and self.curriculum_steps <= self.steps):
+            raise SqueezeError(f"curriculum_segments {self.curriculum_segments} must lie in raw_window + 2 = "
+                               f"{self.raw_window + 2} .. doc_segments = {self.doc_segments}, and curriculum_steps "
+                               f"{self.curriculum_steps} must be <= steps {self.steps}")
         if min(self.passkey_frac, self.recall_frac) < 0.0 or self.passkey_frac + self.recall_frac > 1.0:
             raise SqueezeError(f"passkey_frac {self.passkey_frac} and recall_frac {self.recall_frac} must be >= 0 "
                                "with a sum <= 1")
@@ -123,6 +136,10 @@ class UIOConfig:
     def raw_span(self) -> int:
         """The most raw tokens the decoder attends to: the raw window plus the current segment."""
         return (self.raw_window + 1) * self.segment
+
+    def segments_at(self, step: int) -> int:
+        """Segments per training document at optimizer step ``step`` (0-based; the curriculum, then T)."""
+        return self.curriculum_segments if step < self.curriculum_steps else self.doc_segments
 
     @property
     def epochs(self) -> int:
@@ -144,5 +161,7 @@ class UIOConfig:
         if d.get("version") == 6 and "reservoir" not in d:  # version 6 drew one reservoir per batch
             d = {**d, "version": 7, "reservoir": "batch"}
         if d.get("version") == 7 and "grad_clip" not in d:  # version 7 always clipped at norm 1
-            d = {**d, "version": VERSION, "grad_clip": 1.0}
+            d = {**d, "version": 8, "grad_clip": 1.0}
+        if d.get("version") == 8 and "curriculum_steps" not in d:  # version 8 had no document-length curriculum
+            d = {**d, "version": VERSION, "curriculum_segments": 0, "curriculum_steps": 0}
         return build_fields(cls, d, "UIO")

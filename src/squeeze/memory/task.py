@@ -69,8 +69,8 @@ class UIOTask:
                  eval_docs: int = 8, tok: Tokenizer = BYTES) -> None:
         self.cfg, self.base, self.tokens, self.val_tokens, self.tok = cfg, base, tokens, val_tokens, tok
         self.epochs, self.seed, self.eval_docs = cfg.epochs, cfg.seed, eval_docs
-        training_batch(tokens, 1, cfg.doc_segments, cfg.segment, float(cfg.passkey_frac > 0), 0,  # fail early
-                       tok=tok)
+        for segments in {cfg.doc_segments, cfg.segments_at(0)}:  # fail early (documents too short for a needle)
+            training_batch(tokens, 1, segments, cfg.segment, float(cfg.passkey_frac > 0), 0, tok=tok)
 
     def identity(self) -> dict[str, Any]:
         from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
@@ -91,7 +91,8 @@ class UIOTask:
 
         c = self.cfg
         for step in range(c.steps_per_epoch):
-            yield training_batch(self.tokens, c.batch_size, c.doc_segments, c.segment, c.passkey_frac,
+            segments = c.segments_at(epoch * c.steps_per_epoch + step)
+            yield training_batch(self.tokens, c.batch_size, segments, c.segment, c.passkey_frac,
                                  derived_seed(c.seed, epoch, step), c.recall_frac, c.raw_window, self.tok)
 
     def train_step(self, ctx: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:

@@ -29,6 +29,7 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert all(r["fp"] == r["quant"] for r in rows if r["method"] == "truncated")
     md = (tmp_path / "out" / "long-context.md").read_text()
     assert "Passkey" in md and "Passkey digits" in md and "full-attention" in md
+    assert "trained for 2 steps of 1 documents x 4 segments (the first 1 steps: 3 segments)" in md
     assert "- training: " in md and "time per token 2x / 1x, uio-window" in md  # the checks section
     assert all(0.0 <= r["digit_acc"] <= 1.0 for r in rows if r["metric"] == "passkey_acc")
     # the span split exists for memory models only (baselines have no memory spans)

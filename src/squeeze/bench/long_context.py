@@ -18,9 +18,9 @@ passkey_acc, ppl, sec_per_token, peak_mb; ``context_x``; value in ``quant``; ``f
 base model's value for the same metric and length (the reference). Writes long-context.{md,json,png}.
 
 Budget (measured on 2 idle CPU threads): training each memory model (32 memory tokens per 64-token
-segment, 1,200 steps of 4 documents x 8 segments, batched execution, with 6 in-training evaluations) takes
-6-11 min, the five about 48 min (<= 60 min for training); the page states the measured total. The
-measurements alone (trained models reused) take ~10 min.
+segment, 1,500 steps of 4 documents, the first 500 of 3 segments and the rest of 8, batched execution, with 6
+in-training evaluations) takes 6-10 min, the five about 42 min (<= 60 min for training); the page states the
+measured total. The measurements alone (trained models reused) take ~10 min.
 """
 from __future__ import annotations
 

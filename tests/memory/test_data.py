@@ -84,7 +84,8 @@ def test_curriculum_shortens_the_first_steps_documents_and_is_checked() -> None:
     for bad, match in (({"curriculum_segments": 3}, "together"), ({"curriculum_steps": 5}, "together"),
                        ({"curriculum_segments": 9, "curriculum_steps": 5}, "must lie in"),
                        ({"curriculum_segments": 2, "curriculum_steps": 5, "raw_window": 1}, "must lie in"),
-                       ({"curriculum_segments": 3, "curriculum_steps": 300}, "<= steps")):
+                       ({"curriculum_segments": 3, "curriculum_steps": 300}, "<= steps"),
+                       ({"curriculum_steps": -1}, ">= 0")):
         with pytest.raises(SqueezeError, match=match):
             UIOConfig(**bad)
 

@@ -113,7 +113,9 @@ class UIOConfig:
         if self.doc_segments < self.raw_window + 2:
             raise SqueezeError(f"doc_segments {self.doc_segments} must be >= raw_window + 2 = {self.raw_window + 2} "
                                "(a memory is read only by a segment beyond the raw window)")
-        if (self.curriculum_steps > 0) != (self.curriculum_segments > 0) or self.curriculum_steps < 0:
+        if min(self.curriculum_steps, self.curriculum_segments) < 0:
+            raise SqueezeError("curriculum_segments and curriculum_steps must be >= 0 (both 0 turns the curriculum off)")
+        if (self.curriculum_steps > 0) != (self.curriculum_segments > 0):
             raise SqueezeError("set curriculum_segments and curriculum_steps together (both 0 turns the curriculum off)")
         if self.curriculum_steps and not (self.raw_window + 2 <= self.curriculum_segments <= self.doc_segments
                                           and self.curriculum_steps <= self.steps):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from squeeze.bench.common import aggregate
+from squeeze.bench.common import aggregate, diff_se
 from squeeze.bench import dfq
 from squeeze.bench.dfq import (ALPHA_SOURCES, QUICK_SOURCES, SEEDS, SOURCES, STUDENT_SOURCES, DfqRunner, cells,
                                checks, choose_alpha, run, table)
@@ -54,6 +54,8 @@ def test_checks_report_order_gap_and_synthesis_time() -> None:
     rows += [_row("vit-fmnist", "real", 4, 4, s, 86.5 + s, synth=0.0) for s in range(2)]
     text = "\n".join(checks(aggregate(rows), rows))
     assert "spdfq 80.50±0.71 > psaq-vit 70.50±0.71: met" in text
+    # std 0.7071 over 2 seeds each: the gap's standard error is sqrt(0.5/2 + 0.5/2) = 0.7071
+    assert "met; difference +10.00 ± 0.71 (standard error, 2 and 2 seeds)" in text
     assert "psaq-vit-v2" not in text  # no rows, no line
     assert "psaq-vit 70.50±0.71 > noise 71.00±0.71: tie" in text
     assert "spdfq is 6.50 points below real-data calibration (target <= 5): NOT met" in text
@@ -89,3 +91,15 @@ def test_quick_run_on_a_tiny_model(tmp_path, monkeypatch) -> None:
     assert "## tiny" in page and f"use alpha1 = {chosen[0]:g}" in page and "chosen on held-out" in page
     # noise, psaq-vit and one set per alpha1: the chosen spdfq cell reuses its sweep set
     assert len(list((tmp_path / "cache" / "dfq-synth").glob("*/synthetic.png"))) == 4
+
+
+def test_diff_se_is_the_standard_error_of_the_gap_of_two_means() -> None:
+    a = [88.05, 88.05, 88.06, 87.78, 87.9]
+    b = [87.57, 88.01, 88.06]
+    agg = {r["method"]: r for r in aggregate([_row("m", "a", 4, 4, i, q) for i, q in enumerate(a)]
+                                             + [_row("m", "b", 4, 4, i, q) for i, q in enumerate(b)])}
+
+    def var(v: list[float]) -> float:  # sample variance, written out
+        mu = sum(v) / len(v)
+        return sum((q - mu) ** 2 for q in v) / (len(v) - 1)
+    assert abs(diff_se(agg["a"], agg["b"]) - (var(a) / 5 + var(b) / 3) ** 0.5) < 1e-12

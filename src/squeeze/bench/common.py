@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from dataclasses import dataclass
@@ -143,6 +144,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "seconds": statistics.mean(r["seconds"] for r in rs),
                     "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)})
     return out
+
+
+def diff_se(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Standard error of ``a["mean"] - b["mean"]`` from two aggregated results (independent seeds, Welch form).
+
+    The seed std says how far one run strays; this says how well the mean gap is known, which shrinks as
+    seeds are added while the std does not.
+    """
+    return math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
 
 
 def is_tie(a: dict[str, Any], b: dict[str, Any]) -> bool:

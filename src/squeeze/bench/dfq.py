@@ -5,7 +5,7 @@ reconstruction as in the SPDFQ paper): Gaussian ``noise``, ``psaq-vit`` (patch-s
 ``psaq-vit-v2`` (the same prior plus an adaptive teacher-student loop whose min-max student has the
 cell's bit widths), ``smi`` (PSAQ-ViT's loss with sparse model inversion), ``spdfq`` (APA + MSR + SL),
 the SPDFQ ablations ``spdfq-no-apa`` / ``spdfq-no-msr`` / ``spdfq-no-soft``, and ``real`` training
-images (the upper bound). 32 images each, W4A4 (seeds 0-3) and W6A6 (seeds 0-1), on ``vit-fmnist``
+images (the upper bound). 32 images each, W4A4 (seeds 0-7) and W6A6 (seeds 0-1), on ``vit-fmnist``
 and ``dinov2-s14`` (a seed fixes the synthetic images, their labels, priors and boxes, and the real
 images). Each synthetic set is made once per (model, source, options, seed), saved under the cache
 folder with its contact sheet, and reused for both bit widths (V2's per bit width).
@@ -27,12 +27,12 @@ from typing import Any, Callable
 
 import torch
 
-from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, fingerprint, is_tie, page_command,
-                                  run_cells, save_figure, weights_line, write_results)
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, diff_se, fingerprint, is_tie,
+                                  page_command, run_cells, save_figure, weights_line, write_results)
 from squeeze.report import Report, format_table, peak_rss_mb
 
 COMMAND = "squeeze bench dfq"
-SEEDS = {(4, 4): [0, 1, 2, 3], (6, 6): [0, 1]}  # per (wbits, abits) setting
+SEEDS = {(4, 4): [0, 1, 2, 3, 4, 5, 6, 7], (6, 6): [0, 1]}  # per (wbits, abits) setting
 SETTINGS = tuple(SEEDS)
 N_IMAGES = 32
 BACKEND = "isvit"
@@ -199,7 +199,8 @@ def _order_line(agg: list[dict[str, Any]], model: str, better: str, worse: str, 
         return None
     verdict = "tie (within one std)" if is_tie(b, x) else ("met" if b["mean"] > x["mean"] else "NOT met")
     return (f"- {model} W{w}A{a}: {better} {b['mean']:.2f}±{b['std']:.2f} > {worse} "
-            f"{x['mean']:.2f}±{x['std']:.2f}: {verdict}")
+            f"{x['mean']:.2f}±{x['std']:.2f}: {verdict}; difference {b['mean'] - x['mean']:+.2f} ± "
+            f"{diff_se(b, x):.2f} (standard error, {b['n']} and {x['n']} seeds)")
 
 
 def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
@@ -244,7 +245,7 @@ def table(agg: list[dict[str, Any]], rows: list[dict[str, Any]], model: str) -> 
 
 
 def sheets_figure(runner: DfqRunner, plan: list[Cell], path: Path) -> None:
-    """Contact sheets of the first seed, one panel per synthetic source, one row per model."""
+    """Contact sheets, one panel per synthetic source (its first seed on disk), one row per model."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -267,8 +268,9 @@ def sheets_figure(runner: DfqRunner, plan: list[Cell], path: Path) -> None:
             cell = first.get((model, label))
             if cell is not None:
                 ax.imshow(plt.imread(runner.sheet_path(cell)), cmap="gray")
-                ax.set_title(f"{model}\n{label}" if j == 0 else label, fontsize=8)
-    fig.suptitle("Synthetic calibration images (de-normalized), seed " + str(plan[0].seed))
+                name = f"{label}, seed {cell.seed}"  # the first seed whose set is on disk
+                ax.set_title(f"{model}\n{name}" if j == 0 else name, fontsize=8)
+    fig.suptitle("Synthetic calibration images (de-normalized)")
     fig.tight_layout()
     save_figure(fig, path)
 

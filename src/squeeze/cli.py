@@ -193,7 +193,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="reproduce a zoo checkpoint with its recipe, or train a method "
                            "(multiquant, nm, uio, undem, hqss)")
     train.add_argument("model", help="zoo recipe (vit-fmnist, resnet-fmnist, dinov2-s14, edsr-x2, edsr-x4, "
-                       "lm-shakespeare); multiquant, any-precision, multiquant-no-amortization, "
+                       "lm-shakespeare); multiquant, any-precision, any-precision-dorefa, multiquant-no-amortization, "
                        "multiquant-no-distill; nm (N:M sparsity); uio (memory-enhanced long context); undem "
                        "(demoireing from unpaired data); or hqss (shadow removal; --method hqss, darken, "
                        "mask-shadowgan or paired)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from squeeze.errors import SqueezeError
 from squeeze.methods.multiquant import MultiBitResNet, MultiQuantConfig, branch_plan, eval_run, train_multiquant
 from squeeze.methods.multiquant import layers as mq_layers
 from squeeze.methods.multiquant.config import BRANCHES
-from squeeze.methods.multiquant.quantizers import quantize_activation, quantize_weight, weight_range_mse
+from squeeze.methods.multiquant.quantizers import (
+    dorefa_activation, dorefa_weight, quantize_activation, quantize_weight, weight_range_mse,
+)
 from squeeze.methods.multiquant.reorder import channel_scores, order_by_importance
 from squeeze.methods.multiquant.task import MultiQuantTask, step_bits
 from squeeze.train.engine import EngineConfig
@@ -87,7 +90,30 @@ def test_fused_quantizer_collapsed_range_matches_autograd() -> None:
     assert all(torch.allclose(m, r) for m, r in zip(mine, ref)) and mine[1].abs() > 0
 
 
-@pytest.mark.parametrize("variant", ["multiquant", "any-precision", "multiquant-no-amortization"])
+def test_dorefa_quantizers_against_a_per_element_reference() -> None:
+    """Any-Precision DNN's rule written element by element in plain Python: tanh, halve by the largest
+    magnitude, shift to [0, 1], round onto 2**b - 1 steps, back to [-1, 1], times that largest magnitude."""
+    torch.manual_seed(0)
+    w = torch.randn(2, 3, 4) * 0.3
+    for bits in (2, 3, 8):
+        levels = 2 ** bits - 1
+        got = dorefa_weight(w, bits)
+        for i in range(2):  # one weight tensor per leading index
+            vals = [float(v) for v in w[i].flatten()]
+            top = max(abs(math.tanh(v)) for v in vals)
+            ref = [(2 * round((math.tanh(v) / (2 * top) + 0.5) * levels) / levels - 1) * top for v in vals]
+            torch.testing.assert_close(got[i].flatten(), torch.tensor(ref), rtol=1e-5, atol=1e-6)
+        assert len(got[0].unique()) <= 2 ** bits
+    x = torch.linspace(-1, 2, 301, requires_grad=True)
+    a = dorefa_activation(x, 2)
+    assert torch.allclose(a, torch.round(x.clamp(0, 1) * 3) / 3)
+    a.sum().backward()
+    inside = (x > 0) & (x < 1)
+    assert torch.all(x.grad[inside] == 1.0) and torch.all(x.grad[(x < 0) | (x > 1)] == 0.0)
+
+
+@pytest.mark.parametrize("variant", ["multiquant", "any-precision", "multiquant-no-amortization",
+                                     "any-precision-dorefa"])
 def test_forward_at_every_bit_width(variant: str) -> None:
     cfg = MultiQuantConfig(variant=variant)
     net = MultiBitResNet(TINY, cfg)

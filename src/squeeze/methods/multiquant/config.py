@@ -6,7 +6,8 @@ from typing import Any
 
 from squeeze.errors import SqueezeError
 
-VARIANTS = ("multiquant", "any-precision", "multiquant-no-amortization", "multiquant-no-distill")
+VARIANTS = ("multiquant", "any-precision", "multiquant-no-amortization", "multiquant-no-distill",
+            "any-precision-dorefa")
 PARTIAL_INITS = ("leading", "importance")
 PARTIAL_SOURCES = ("own", "next")
 WEIGHT_INITS = ("std", "mse")
@@ -68,7 +69,9 @@ class MultiQuantConfig:
         model: zoo model whose float checkpoint initialises the network (``resnet-fmnist``).
         variant: ``multiquant`` | ``multiquant-no-amortization`` (branches always start at B0) |
             ``multiquant-no-distill`` (labels only) | ``any-precision`` (one shared-weight network,
-            weights and activations both at the switched bit width, switchable BN).
+            weights and activations both at the switched bit width, switchable BN, this module's learnable-range
+            quantizers) | ``any-precision-dorefa`` (the same network with Any-Precision DNN's own quantizers:
+            DoReFa weights, activations clamped to [0, 1]; no learnable ranges).
         bits: activation bit widths the network is trained for and can run at (each in 2..8).
         teacher_bits: the in-place distillation teacher; must be the widest width in ``bits``.
         train_bits: bit widths trained at each step; 0 = all of ``bits`` (the paper). ``k >= 2``: the
@@ -170,7 +173,11 @@ class MultiQuantConfig:
 
     @property
     def multi_branch(self) -> bool:
-        return self.variant != "any-precision"
+        return not self.variant.startswith("any-precision")
+
+    @property
+    def dorefa(self) -> bool:
+        return self.variant == "any-precision-dorefa"
 
     def identity(self) -> dict[str, Any]:
         """Every field that decides the result (checkpoints resume only under the same identity)."""

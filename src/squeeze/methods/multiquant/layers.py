@@ -6,7 +6,8 @@ Full branches are one grouped convolution over the active slice of the 4-branch 
 the partial branch is a separate, narrower, ordinary convolution (MBQuant, Zhong et al., 2023), with
 its own weights or (``shared_partial``, the authors' code) the leading channels of the next branch's.
 With ``branches=1``, per-bit weight ranges and ``fixed_wbits=None`` the same layer is the
-Any-Precision-style baseline: one shared float weight quantized to the switched bit width.
+Any-Precision-style baseline: one shared float weight quantized to the switched bit width; ``dorefa`` swaps
+the learnable-range quantizers for Any-Precision DNN's own (Yu et al., AAAI 2021).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from torch import nn
 
 from squeeze.methods.multiquant.config import MAX_BITS, MIN_BITS, BranchPlan
 from squeeze.methods.multiquant.quantizers import (
-    activation_range_init, quantize_activation, quantize_weight, weight_range_init, weight_range_mse,
+    activation_range_init, dorefa_activation, dorefa_weight, quantize_activation, quantize_weight, weight_range_init,
+    weight_range_mse,
 )
 
 _NBITS = MAX_BITS - MIN_BITS + 1  # one column of activation ranges per bit width 2..8
@@ -29,14 +31,19 @@ class BranchConv2d(nn.Module):
     (p_out, p_in, k, k) when ``p_out > 0`` and not ``shared_partial`` (then the partial branch convolves with
     ``weight[j*c_out : j*c_out + p_out, :p_in]`` of the branch j after the active full ones); quantizer
     ranges ``w_lo/w_hi`` (branch, 1 or 7 bit columns) and ``a_lo/a_hi`` (branch, 7 bit columns); row
-    ``branches`` belongs to the partial branch.
+    ``branches`` belongs to the partial branch. ``dorefa``: quantize with :func:`dorefa_weight` and
+    :func:`dorefa_activation` instead (the ranges are then unused; no partial branch).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, branches: int, p_in: int = 0,
-                 p_out: int = 0, fixed_wbits: int | None = 2, shared_partial: bool = False) -> None:
+                 p_out: int = 0, fixed_wbits: int | None = 2, shared_partial: bool = False,
+                 dorefa: bool = False) -> None:
         super().__init__()
+        if dorefa and p_out:
+            raise ValueError("Any-Precision DNN's quantizers are for the single-branch network (no partial branch)")
         self.c_in, self.c_out, self.kernel, self.stride, self.branches = c_in, c_out, kernel, stride, branches
         self.p_in, self.p_out, self.fixed_wbits, self.shared_partial = p_in, p_out, fixed_wbits, shared_partial
+        self.dorefa = dorefa
         self.weight = nn.Parameter(torch.zeros(branches * c_out, c_in, kernel, kernel))
         own = p_out and not shared_partial
         self.partial_weight = nn.Parameter(torch.zeros(p_out, p_in, kernel, kernel)) if own else None
@@ -51,7 +58,7 @@ class BranchConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.c_in}->{self.c_out} x{self.branches}, k={self.kernel}, s={self.stride}, "
                 f"partial {self.p_in}->{self.p_out}{' (shared)' if self.shared_partial else ''}, "
-                f"wbits={self.fixed_wbits or 'switched'}")
+                f"wbits={self.fixed_wbits or 'switched'}{', dorefa' if self.dorefa else ''}")
 
     def configure(self, bits: int, plan: BranchPlan) -> None:
         """Select the bit width and the active branches for the following forward passes."""
@@ -116,13 +123,16 @@ class BranchConv2d(nn.Module):
         wbits = self.fixed_wbits or b
         xf = x[:, : n * self.c_in].unflatten(1, (n, self.c_in))  # (N, n, C_in, H, W)
         xp = x[:, n * self.c_in:] if plan.partial else None
-        if self.init_activations:
-            self._init_ranges(xf, xp)
-        xq = quantize_activation(xf, self.a_lo[s:s + n, col].view(1, n, 1, 1, 1),
-                                 self.a_hi[s:s + n, col].view(1, n, 1, 1, 1), b).flatten(1, 2)
         w = self.weight[s * self.c_out:(s + n) * self.c_out].unflatten(0, (n, self.c_out))
-        wq = quantize_weight(w, self.w_lo[s:s + n, wcol].view(n, 1, 1, 1, 1),
-                             self.w_hi[s:s + n, wcol].view(n, 1, 1, 1, 1), wbits).flatten(0, 1)
+        if self.dorefa:
+            xq, wq = dorefa_activation(xf, b).flatten(1, 2), dorefa_weight(w, wbits).flatten(0, 1)
+        else:
+            if self.init_activations:
+                self._init_ranges(xf, xp)
+            xq = quantize_activation(xf, self.a_lo[s:s + n, col].view(1, n, 1, 1, 1),
+                                     self.a_hi[s:s + n, col].view(1, n, 1, 1, 1), b).flatten(1, 2)
+            wq = quantize_weight(w, self.w_lo[s:s + n, wcol].view(n, 1, 1, 1, 1),
+                                 self.w_hi[s:s + n, wcol].view(n, 1, 1, 1, 1), wbits).flatten(0, 1)
         pad = self.kernel // 2
         out = F.conv2d(xq, wq, None, self.stride, pad, 1, n)
         if xp is None:

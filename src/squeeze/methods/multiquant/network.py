@@ -40,16 +40,17 @@ class MultiBitBlock(nn.Module):
     """Basic residual block with multi-branch quantized convs and per-bit batch norms."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, p_in: int, p_mid: int, p_out: int, branches: int,
-                 wbits: int | None, plans: dict[int, BranchPlan], shared: bool = False) -> None:
+                 wbits: int | None, plans: dict[int, BranchPlan], shared: bool = False, dorefa: bool = False) -> None:
         super().__init__()
         self.c_in, self.p_out = c_in, p_out
-        self.conv1 = BranchConv2d(c_in, c_out, 3, stride, branches, p_in, p_mid, wbits, shared)
+        self.conv1 = BranchConv2d(c_in, c_out, 3, stride, branches, p_in, p_mid, wbits, shared, dorefa)
         self.bn1 = SwitchableBatchNorm2d(c_out, p_mid, plans)
-        self.conv2 = BranchConv2d(c_out, c_out, 3, 1, branches, p_mid, p_out, wbits, shared)
+        self.conv2 = BranchConv2d(c_out, c_out, 3, 1, branches, p_mid, p_out, wbits, shared, dorefa)
         self.bn2 = SwitchableBatchNorm2d(c_out, p_out, plans)
         self.shortcut: nn.Sequential | None = None
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(BranchConv2d(c_in, c_out, 1, stride, branches, p_in, p_out, wbits, shared),
+            self.shortcut = nn.Sequential(BranchConv2d(c_in, c_out, 1, stride, branches, p_in, p_out, wbits, shared,
+                                                       dorefa),
                                           SwitchableBatchNorm2d(c_out, p_out, plans))
         self.full, self.has_partial = 1, False
 
@@ -96,7 +97,7 @@ class MultiBitResNet(nn.Module):
                 last = s == len(arch.widths) - 1 and i == arch.blocks - 1
                 p_out = width if (last and p) else p  # the last conv widens the partial branch to full width
                 blocks.append(MultiBitBlock(c_in, width, (1 if s == 0 else 2) if i == 0 else 1, p_in, p, p_out,
-                                            branches, wbits, self.plans, cfg.partial_source == "next"))
+                                            branches, wbits, self.plans, cfg.partial_source == "next", cfg.dorefa))
                 c_in, p_in = width, p
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages

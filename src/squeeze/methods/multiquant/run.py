@@ -99,6 +99,6 @@ def eval_run(folder: Path, abits: int | None = None) -> dict[str, Any]:
         value = evaluate_bits(net, x, y, b)
         saved = meta["top1"].get(str(b))
         out[str(b)] = {"quant": value, "saved_quant": saved, "difference": value - saved if saved is not None else None}
-    weights = "switched with abits" if meta["variant"] == "any-precision" else "2-bit branches"
+    weights = "switched with abits" if meta["variant"].startswith("any-precision") else "2-bit branches"
     return {"model": meta["model"], "method": meta["variant"], "metric": "top1", "weights": weights, "abits": out,
             "seconds": time.perf_counter() - start}

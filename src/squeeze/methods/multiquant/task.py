@@ -58,7 +58,7 @@ def evaluate_bits(net: MultiBitResNet, x: torch.Tensor, y: torch.Tensor, bits: i
 
 
 class MultiQuantTask:
-    """Engine task for :class:`MultiQuantConfig` (all four variants), started from a float network."""
+    """Engine task for :class:`MultiQuantConfig` (every variant), started from a float network."""
 
     find_unused_parameters = True  # branches and per-bit norms sit idle at some bit widths
 

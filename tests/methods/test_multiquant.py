@@ -11,7 +11,7 @@ import torch
 from squeeze.errors import SqueezeError
 from squeeze.methods.multiquant import MultiBitResNet, MultiQuantConfig, branch_plan, eval_run, train_multiquant
 from squeeze.methods.multiquant import layers as mq_layers
-from squeeze.methods.multiquant.config import BRANCHES
+from squeeze.methods.multiquant.config import BRANCHES, VARIANTS
 from squeeze.methods.multiquant.quantizers import (
     dorefa_activation, dorefa_weight, quantize_activation, quantize_weight, weight_range_mse,
 )
@@ -112,8 +112,7 @@ def test_dorefa_quantizers_against_a_per_element_reference() -> None:
     assert torch.all(x.grad[inside] == 1.0) and torch.all(x.grad[(x < 0) | (x > 1)] == 0.0)
 
 
-@pytest.mark.parametrize("variant", ["multiquant", "any-precision", "multiquant-no-amortization",
-                                     "any-precision-dorefa"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_at_every_bit_width(variant: str) -> None:
     cfg = MultiQuantConfig(variant=variant)
     net = MultiBitResNet(TINY, cfg)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from squeeze.bench.common import fingerprint, save_figure
-from squeeze.methods.multiquant.config import VARIANTS, MultiQuantConfig
+from squeeze.methods.multiquant.config import VARIANTS, MultiQuantConfig, switched_weights
 from squeeze.methods.multiquant.run import RESULT, load_float, train_multiquant
 from squeeze.report import Report, format_table, peak_rss_mb
 from squeeze.train.engine import EngineConfig
@@ -53,7 +53,7 @@ def rows_of(summary: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """One ``report.json`` row per evaluated bit width."""
     rows = []
     for bits, top1 in summary["top1"].items():
-        wbits = int(bits) if summary["variant"].startswith("any-precision") else 2
+        wbits = int(bits) if switched_weights(summary["variant"]) else 2
         rows.append(Report(summary["model"], summary["variant"], wbits, int(bits), 0, seed, "top1",
                            summary["float_top1"], top1, summary["train_seconds"], peak_rss_mb(), simulated=True,
                            extra={"train_images": summary["config"]["epochs"] * summary["config"]["subset"],

@@ -28,6 +28,12 @@ class BranchPlan:
     partial: bool
 
 
+def switched_weights(variant: str) -> bool:
+    """The Any-Precision baselines switch their one network's weight bit width with the activations';
+    MultiQuant and its ablations keep 2-bit weights in branches."""
+    return variant.startswith("any-precision")
+
+
 def branch_plan(bits: int, amortize: bool) -> BranchPlan:
     """MultiQuant branches for activation bit width ``bits`` (2-bit weights: ``bits // 2`` full branches)."""
     start = AMORTIZED_START[bits] if amortize else 0
@@ -173,7 +179,7 @@ class MultiQuantConfig:
 
     @property
     def multi_branch(self) -> bool:
-        return not self.variant.startswith("any-precision")
+        return not switched_weights(self.variant)
 
     @property
     def dorefa(self) -> bool:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from squeeze.data.fashion_mnist import load_fashion_mnist
 from squeeze.errors import SqueezeError
-from squeeze.methods.multiquant.config import MultiQuantConfig
+from squeeze.methods.multiquant.config import MultiQuantConfig, switched_weights
 from squeeze.methods.multiquant.network import MultiBitResNet
 from squeeze.methods.multiquant.task import MultiQuantTask, evaluate_bits
 from squeeze.report import package_versions
@@ -99,6 +99,6 @@ def eval_run(folder: Path, abits: int | None = None) -> dict[str, Any]:
         value = evaluate_bits(net, x, y, b)
         saved = meta["top1"].get(str(b))
         out[str(b)] = {"quant": value, "saved_quant": saved, "difference": value - saved if saved is not None else None}
-    weights = "switched with abits" if meta["variant"].startswith("any-precision") else "2-bit branches"
+    weights = "switched with abits" if switched_weights(meta["variant"]) else "2-bit branches"
     return {"model": meta["model"], "method": meta["variant"], "metric": "top1", "weights": weights, "abits": out,
             "seconds": time.perf_counter() - start}

@@ -44,7 +44,7 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_to_8() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_9() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     with pytest.raises(SqueezeError, match="raw_window"):
@@ -53,7 +53,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_8() -> None:
         UIOConfig(raw_window=2, doc_segments=3)
     old = {**UIOConfig().to_dict(), "version": 2}
     del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"], old["grad_clip"]
-    del old["curriculum_segments"], old["curriculum_steps"]
+    del old["curriculum_segments"], old["curriculum_steps"], old["prefix_segments"]
     shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
     assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
@@ -68,13 +68,26 @@ def test_config_checks_the_mix_and_reads_versions_2_to_8() -> None:
     assert UIOConfig.from_dict(v7) == replace(shared, batched=True, reservoir="document", grad_clip=1.0)
     v8 = {**v7, "version": 8, "grad_clip": 0.5}
     assert UIOConfig.from_dict(v8) == replace(shared, batched=True, reservoir="document", grad_clip=0.5)
+    v9 = {**v8, "version": 9, "curriculum_segments": 3, "curriculum_steps": 5}
+    assert UIOConfig.from_dict(v9) == replace(shared, batched=True, reservoir="document", grad_clip=0.5,
+                                              curriculum_segments=3, curriculum_steps=5, prefix_segments=0)
+    with pytest.raises(SqueezeError, match="prefix_segments -1 must be >= 0"):
+        UIOConfig(prefix_segments=-1)
     with pytest.raises(SqueezeError, match="grad_clip -1 must be >= 0"):
         UIOConfig(grad_clip=-1)
     with pytest.raises(SqueezeError, match="reservoir 'row' is unknown"):
         UIOConfig(reservoir="row")
     with pytest.raises(SqueezeError, match="batched must be true or false"):
         UIOConfig(batched="yes")  # type: ignore[arg-type]
-    assert UIOConfig().version == VERSION == 9
+    assert UIOConfig().version == VERSION == 10
+
+
+def test_a_prefix_puts_unscored_text_in_front_of_the_same_documents() -> None:
+    ids, w = training_batch(TEXT, 8, 4, 32, 0.5, seed=3)
+    ids_p, w_p = training_batch(TEXT, 8, 4, 32, 0.5, seed=3, prefix=2)
+    assert ids_p.shape == (8, 6 * 32 + 1) and (w_p[:, :64] == 0).all()
+    assert torch.equal(ids_p[:, 64:], ids) and torch.equal(w_p[:, 64:], w)  # the documents are unchanged
+    assert not torch.equal(ids_p[0, :64], ids_p[1, :64])  # each document has its own distractor text
 
 
 def test_curriculum_shortens_the_first_steps_documents_and_is_checked() -> None:

@@ -193,6 +193,30 @@ def test_batched_equals_segment_by_segment(mode: str, raw_window: int, per_docum
         assert _rel(grads[1], grads[0]) < 1e-5
 
 
+@pytest.mark.parametrize("raw_window", [0, 1])
+@pytest.mark.parametrize("mode", ["full-bptt", "uio", "detached"])
+def test_a_distractor_prefix_is_read_without_gradient(mode: str, raw_window: int) -> None:
+    """Two prefix segments: batched equals segment by segment (which encodes the prefix under no_grad), the
+    prefix is read (the loss moves with it), and an all-zero-weight prefix leaves the modes' bookkeeping to
+    the T segments after it (the same draws give the same kept sets)."""
+    model, ids, w = _tiny(raw_window)
+    w = torch.rand(w.shape, generator=torch.Generator().manual_seed(2))
+    pre = torch.randint(0, 16, (2, 2 * SEG), generator=torch.Generator().manual_seed(4))
+    ids_p, w_p = torch.cat([pre, ids], 1), torch.cat([torch.zeros(pre.shape), w], 1)
+    for seed in range(2):
+        grads, losses = [], []
+        for run in (tbptt_backward, batched_backward):
+            model.zero_grad(set_to_none=True)
+            losses.append(run(model, ids_p, w_p, mode, KEEP, random.Random(seed), prefix=2))
+            grads.append(_all_grads(model))
+        assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+        assert _rel(grads[1], grads[0]) < 1e-5
+        plain = tbptt_backward(model, ids, w, mode, KEEP, random.Random(seed))
+        assert abs(plain - losses[0]) > 1e-4  # the decoder reads the distractors' memories
+    with pytest.raises(SqueezeError, match="prefix of P = 7"):
+        tbptt_backward(model, ids_p, w_p, mode, KEEP, random.Random(0), prefix=7)
+
+
 def test_read_coefficients_match_the_modes() -> None:
     c = read_coefficients("uio-biased", 6, 0, 2, random.Random(0))
     assert c[5].tolist() == [0, 0, 0, 1, 1, 0] and c[1].tolist() == [1, 0, 0, 0, 0, 0]

@@ -114,7 +114,11 @@ def test_curriculum_batches_are_short_until_its_steps_run_out() -> None:
     cfg = UIOConfig(segment=32, memory=4, doc_segments=5, curriculum_segments=3, curriculum_steps=3, steps=6,
                     steps_per_epoch=2, batch_size=2, passkey_frac=0.0)
     task = UIOTask(cfg, base, TEXT, TEXT)
-    lengths = [ids.shape[1] for epoch in range(3) for ids, _ in task.batches(epoch, 0, 1)]
+    lengths = [ids.shape[1] for epoch in range(3) for ids, _, _ in task.batches(epoch, 0, 1)]
     assert lengths == [3 * 32 + 1] * 3 + [5 * 32 + 1] * 3
+    prefixed = UIOTask(replace(cfg, prefix_segments=2), base, TEXT, TEXT)
+    drawn = [(ids.shape[1], p) for epoch in range(3) for ids, _, p in prefixed.batches(epoch, 0, 1)]
+    assert [n for n, _ in drawn] == [(s + p) * 32 + 1 for s, (_, p) in zip([3] * 3 + [5] * 3, drawn)]
+    assert {p for _, p in drawn} <= {0, 1, 2} and len({p for _, p in drawn}) > 1  # p drawn per step
     with pytest.raises(SqueezeError, match="too short for the needle"):  # checked before training starts
         UIOTask(replace(cfg, passkey_frac=0.5), base, TEXT, TEXT)  # 97 tokens: no room for a passkey

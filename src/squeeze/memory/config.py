@@ -7,8 +7,8 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 9  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
-# 8: grad_clip; 9: curriculum_segments, curriculum_steps
+VERSION = 10  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
+# 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -50,6 +50,12 @@ class UIOConfig:
             ``curriculum_segments`` segments instead of T (0 / 0: off, as in the paper and versions <= 8; a
             deviation). With ``curriculum_segments <= keep + 1`` every memory a loss reads is
             kept, so ``uio`` gives full BPTT's exact gradient until the documents grow.
+        prefix_segments: P, the most distractor segments in front of a training document (0: none, as in the
+            paper and versions <= 9; a deviation). Each step draws p uniformly from 0..P; every document
+            of the step is preceded by p segments of unscored text whose memories its segments read before
+            their own, encoded without a graph (no gradient reaches the encoder through them; the gradient
+            modes act on the document's T segments only). It shows the decoder as many memories in front of a
+            needle as a long evaluation input does, for the price of p encoder passes without backward.
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
         recall_frac: fraction of recall documents (earlier segments repeated; the paper code's segment
             copy task); the rest is plain text.
@@ -75,6 +81,7 @@ class UIOConfig:
     doc_segments: int = 8
     curriculum_segments: int = 0
     curriculum_steps: int = 0
+    prefix_segments: int = 0
     passkey_frac: float = 0.5
     recall_frac: float = 0.0
     steps: int = 240
@@ -122,6 +129,8 @@ class UIOConfig:
             raise SqueezeError(f"curriculum_segments {self.curriculum_segments} must lie in raw_window + 2 = "
                                f"{self.raw_window + 2} .. doc_segments = {self.doc_segments}, and curriculum_steps "
                                f"{self.curriculum_steps} must be <= steps {self.steps}")
+        if self.prefix_segments < 0:
+            raise SqueezeError(f"prefix_segments {self.prefix_segments} must be >= 0 (0 turns the distractor prefix off)")
         if min(self.passkey_frac, self.recall_frac) < 0.0 or self.passkey_frac + self.recall_frac > 1.0:
             raise SqueezeError(f"passkey_frac {self.passkey_frac} and recall_frac {self.recall_frac} must be >= 0 "
                                "with a sum <= 1")
@@ -165,5 +174,7 @@ class UIOConfig:
         if d.get("version") == 7 and "grad_clip" not in d:  # version 7 always clipped at norm 1
             d = {**d, "version": 8, "grad_clip": 1.0}
         if d.get("version") == 8 and "curriculum_steps" not in d:  # version 8 had no document-length curriculum
-            d = {**d, "version": VERSION, "curriculum_segments": 0, "curriculum_steps": 0}
+            d = {**d, "version": 9, "curriculum_segments": 0, "curriculum_steps": 0}
+        if d.get("version") == 9 and "prefix_segments" not in d:  # version 9 had no distractor prefix
+            d = {**d, "version": VERSION, "prefix_segments": 0}
         return build_fields(cls, d, "UIO")

@@ -54,8 +54,9 @@ def recall_document(tokens: torch.Tensor, segments: int, segment: int,
 
 def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int, passkey_frac: float,
                    seed: int, recall_frac: float = 0.0, raw_window: int = 0,
-                   tok: Tokenizer = BYTES) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, weights) of ``batch`` documents of ``segments * segment + 1`` tokens (deterministic in ``seed``).
+                   tok: Tokenizer = BYTES, prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, weights) of ``batch`` documents of ``(prefix + segments) * segment + 1`` tokens (deterministic
+    in ``seed``): ``prefix`` segments of unscored text (distractors, weight 0) in front of each document.
 
     Each document is a passkey document with probability ``passkey_frac`` (needle anywhere before the
     last ``raw_window + 1`` segments, so only a memory holds it), a recall document
@@ -66,7 +67,7 @@ def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int
     check_text(tokens, segment)
     if passkey_frac + recall_frac > 1.0 + 1e-9:
         raise SqueezeError(f"passkey_frac {passkey_frac} + recall_frac {recall_frac} exceed 1")
-    gen = torch.Generator().manual_seed(seed)
+    gen, pre_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed ^ 0x5EED)
     length = segments * segment + 1
     ids, ws = [], []
     for _ in range(batch):
@@ -77,6 +78,9 @@ def training_batch(tokens: torch.Tensor, batch: int, segments: int, segment: int
             doc, w = recall_document(tokens, segments, segment, gen)
         else:
             doc, w = lm_document(tokens, length, gen, (raw_window + 1) * segment)
+        if prefix:  # from its own stream: the documents behind it are those drawn without a prefix
+            pre, _ = lm_document(tokens, prefix * segment, pre_gen, 0)
+            doc, w = torch.cat([pre, doc]), torch.cat([torch.zeros(pre.numel()), w])
         ids.append(doc)
         ws.append(w)
     return torch.stack(ids), torch.stack(ws)

@@ -86,16 +86,20 @@ class UIOTask:
     def steps_per_epoch(self, world: int) -> int:
         return self.cfg.steps_per_epoch
 
-    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """(ids, weights, p) per step: documents behind ``p`` distractor segments (``prefix_segments``)."""
         from squeeze.train.engine import derived_seed  # noqa: PLC0415
 
         c = self.cfg
         for step in range(c.steps_per_epoch):
             segments = c.segments_at(epoch * c.steps_per_epoch + step)
-            yield training_batch(self.tokens, c.batch_size, segments, c.segment, c.passkey_frac,
-                                 derived_seed(c.seed, epoch, step), c.recall_frac, c.raw_window, self.tok)
+            seed = derived_seed(c.seed, epoch, step)
+            prefix = random.Random(derived_seed(seed, 47)).randint(0, c.prefix_segments) if c.prefix_segments else 0
+            ids, weights = training_batch(self.tokens, c.batch_size, segments, c.segment, c.passkey_frac, seed,
+                                          c.recall_frac, c.raw_window, self.tok, prefix)
+            yield ids, weights, prefix
 
-    def train_step(self, ctx: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    def train_step(self, ctx: Any, batch: tuple[torch.Tensor, torch.Tensor, int]) -> dict[str, float]:
         from squeeze.train.engine import derived_seed  # noqa: PLC0415
 
         if ctx.world > 1:
@@ -104,11 +108,11 @@ class UIOTask:
         model: MemoryLM = ctx.module
         for group in ctx.optimizers[0].param_groups:
             group["lr"] = self.cfg.lr * lr_factor(ctx.step, ctx.total_steps, self.cfg.warmup)
-        ids, weights = (t.to(ctx.device) for t in batch)
+        ids, weights, prefix = batch[0].to(ctx.device), batch[1].to(ctx.device), batch[2]
         rng = random.Random(derived_seed(self.cfg.seed, ctx.step, 31))
         step = batched_backward if self.cfg.batched else tbptt_backward
         loss = step(model, ids, weights, self.cfg.grad_mode, self.cfg.keep, rng, ctx.backward,
-                    per_document=self.cfg.reservoir == "document")
+                    per_document=self.cfg.reservoir == "document", prefix=prefix)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.cfg.grad_clip)
         return {"loss": loss}

@@ -62,14 +62,16 @@ def reservoir_slot(t: int, keep: int, rng: random.Random) -> int | None:
     return j if j < keep else None
 
 
-def _segments(model: MemoryLM, ids: torch.Tensor, mode: str) -> int:
-    """Number of segments T of documents ``ids`` (B, T*L + 1), or one error line."""
+def _segments(model: MemoryLM, ids: torch.Tensor, mode: str, prefix: int = 0) -> int:
+    """Number of segments T of documents ``ids`` (B, (P + T)*L + 1) after a prefix of P, or one error line."""
     if mode not in GRAD_MODES:
         raise SqueezeError(f"grad mode {mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
     L = model.segment
-    n_seg = (ids.shape[1] - 1) // L
-    if n_seg < 2 or ids.shape[1] != n_seg * L + 1:
-        raise SqueezeError(f"documents must hold T*{L}+1 tokens with T >= 2 segments, got {ids.shape[1]}")
+    n_seg = (ids.shape[1] - 1) // L - prefix
+    if prefix < 0 or n_seg < 2 or ids.shape[1] != (prefix + n_seg) * L + 1:
+        after = f" after a prefix of P = {prefix} >= 0" if prefix else ""
+        raise SqueezeError(f"documents must hold {'(P+T)' if prefix else 'T'}*{L}+1 tokens with T >= 2 segments"
+                           f"{after}, got {ids.shape[1]}")
     return n_seg
 
 
@@ -122,20 +124,32 @@ def coefficient_tables(mode: str, n_seg: int, window: int, keep: int, rng: rando
 
 
 # ----------------------------------------------------------------------------- segment by segment
+def _prefix_memories(model: MemoryLM, ids: torch.Tensor, prefix: int) -> list[torch.Tensor]:
+    """Memories of the first ``prefix`` segments of ``ids``, encoded without a graph (distractors)."""
+    L = model.segment
+    with torch.no_grad():
+        return [model.encode(ids[:, p * L:(p + 1) * L]) for p in range(prefix)]
+
+
 def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
                    rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                   per_document: bool = False) -> float:
+                   per_document: bool = False, prefix: int = 0) -> float:
     """Forward a batch of documents segment by segment and accumulate gradients as ``mode`` says.
 
-    ``ids`` (B, T*L + 1) tokens, ``weights`` (B, T*L + 1) per-target loss weights (position 0 unused).
-    The loss is the weighted mean cross-entropy over segments W+1..T-1 (with a raw window of W segments,
-    segments 0..W read no memory, so they have no trainable path). Returns that loss. ``backward`` is the
-    engine's backward (``loss.backward``). Which loss reaches which memory, with what factor, is
-    :func:`coefficient_tables`' (B, T, T) table, drawn before the first segment (the draws are the ones a
-    reservoir updated after each segment would make). A memory that no loss reaches is encoded without a
-    graph; any other keeps its encoder graph until the last loss that reaches it, then is flushed.
+    ``ids`` (B, (P+T)*L + 1) tokens, ``weights`` the same shape, per-target loss weights (position 0
+    unused). The first ``prefix`` (P) segments are distractors (``UIOConfig.prefix_segments``): their
+    memories are encoded without a graph and read, before the document's own, by every segment; they are
+    not decoded, and the gradient modes see only the T segments after them. The loss is the weighted mean
+    cross-entropy over segments W+1..T-1 (with a raw window of W segments, segments 0..W read no memory
+    of their own). Returns that loss. ``backward`` is the engine's backward (``loss.backward``). Which loss
+    reaches which memory, with what factor, is :func:`coefficient_tables`' (B, T, T) table, drawn before
+    the first segment (the draws are the ones a reservoir updated after each segment would make). A memory
+    that no loss reaches is encoded without a graph; any other keeps its encoder graph until the last loss
+    that reaches it, then is flushed.
     """
-    L, n_seg = model.segment, _segments(model, ids, mode)
+    L, n_seg = model.segment, _segments(model, ids, mode, prefix)
+    pre = _prefix_memories(model, ids, prefix)
+    ids, weights = ids[:, prefix * L:], weights[:, prefix * L:]
     w_raw = model.window
     coef = coefficient_tables(mode, n_seg, w_raw, keep, rng, ids.shape[0], per_document)  # (B, T, T)
     reads = coef.ne(0).any(0)  # (T, T): loss t reaches memory s in some document
@@ -148,8 +162,8 @@ def tbptt_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mo
         seg = ids[:, t * L:(t + 1) * L]
         if t > w_raw:  # reads the memories of segments 0..t-W-1 and the raw segments t-W..t-1
             # gradient into memory s (layers, B, m, D) scaled per document by coef[b, t, s]
-            mems = [ScaleGrad.apply(m, coef[:, t, s].to(m)[None, :, None, None]) if m.requires_grad else m
-                    for s, m in enumerate(bank[:t - w_raw])]
+            mems = pre + [ScaleGrad.apply(m, coef[:, t, s].to(m)[None, :, None, None]) if m.requires_grad else m
+                          for s, m in enumerate(bank[:t - w_raw])]
             logits = model.decode(seg, mems, window=ids[:, (t - w_raw) * L:t * L] if w_raw else None)
             tgt, w = ids[:, t * L + 1:(t + 1) * L + 1], weights[:, t * L + 1:(t + 1) * L + 1]
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
@@ -192,31 +206,32 @@ def _encode_read(model: MemoryLM, segs: torch.Tensor, coef: torch.Tensor) -> tor
     return torch.cat([model.encode(segs[need]), rest], 1)[:, order.argsort()]
 
 
-def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
+def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor,
              scored: torch.Tensor) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
-    """Per layer, the prefix k/v (S, H, rows*m, hd) that each decoded row reads, for the S rows of
-    ``scored`` (B*rows bool), with the gradient into memory s of row r of document b scaled by
-    ``coef[b, r, s]``; and the (S, rows*m) mask of the slots that hold a memory (the others are padding).
+    """Per layer, the prefix k/v (S, H, n*m, hd) that each decoded row reads, for the S rows of ``scored``
+    (B*rows bool), from the n memories per document of ``mem`` (layers, B*n, m, D; row r reads memories
+    0..n-rows+r), with the gradient into memory s of row r of document b scaled by ``coef[b, r, s]``
+    (``coef`` (B, rows, n)); and the (S, n*m) mask of the slots that hold a memory (the others are padding).
 
     Each memory is projected once, not once per row that reads it. Scaling the gradient of the memory
     (``const + c * (m - const)``) and projecting equals, since the k/v projection is linear in its input,
     ``P(const) + c * (P(m) - P(const))``: the first term carries the projection's own (LoRA) gradient, the
     second (value 0) the gradient into the encoder, scaled by ``c``.
     """
-    m = mem.shape[2]
+    m, (b, rows, n) = mem.shape[2], coef.shape
     # slot j of row r holds memory j - (rows-1-r); negative = padding. Right-aligned, so the newest memory
     # always sits at position -1 and every row's positions equal the sequential decoder's.
-    src = torch.arange(rows)[None, :] - (rows - 1 - torch.arange(rows))[:, None]  # (rows, rows)
-    slots = src.clamp(min=0).expand(coef.shape[0], rows, rows)
-    factor = torch.where(src >= 0, coef.gather(2, slots), 0.0)  # (B, rows, rows): factor per slot
+    src = torch.arange(n)[None, :] - (rows - 1 - torch.arange(rows))[:, None]  # (rows, n)
+    slots = src.clamp(min=0).expand(b, rows, n)
+    factor = torch.where(src >= 0, coef.gather(2, slots), 0.0)  # (B, rows, n): factor per slot
     idx = scored.nonzero()[:, 0].cpu()  # (S,) decoded rows, as document * rows + row
     doc, row = idx // rows, idx % rows
-    factor = factor[doc, row].repeat_interleave(m, 1)[:, None, :, None].to(mem)  # (S, 1, rows*m, 1)
-    mask = (src >= 0)[row].repeat_interleave(m, 1).to(mem.device)  # (S, rows*m)
-    picks = (doc[:, None] * rows + src.clamp(min=0)[row]).to(mem.device)  # (S, rows) memory read per slot
+    factor = factor[doc, row].repeat_interleave(m, 1)[:, None, :, None].to(mem)  # (S, 1, n*m, 1)
+    mask = (src >= 0)[row].repeat_interleave(m, 1).to(mem.device)  # (S, n*m)
+    picks = (doc[:, None] * n + src.clamp(min=0)[row]).to(mem.device)  # (S, n) memory read per slot
 
-    def gather(x: torch.Tensor) -> torch.Tensor:  # (B*rows, H, m, hd) -> (S, H, rows*m, hd)
-        return x[picks].transpose(1, 2).flatten(2, 3)  # x[picks]: (S, rows, H, m, hd)
+    def gather(x: torch.Tensor) -> torch.Tensor:  # (B*n, H, m, hd) -> (S, H, n*m, hd)
+        return x[picks].transpose(1, 2).flatten(2, 3)  # x[picks]: (S, n, H, m, hd)
 
     const = model.memory_kv(mem.detach())
     if not mem.requires_grad:  # detached: no gradient reaches the encoder
@@ -229,7 +244,7 @@ def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor, rows: int,
 
 def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, mode: str, keep: int,
                      rng: random.Random, backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                     per_document: bool = False) -> float:
+                     per_document: bool = False, prefix: int = 0) -> float:
     """:func:`tbptt_backward`'s gradient computed with every segment of a document in one batch.
 
     The encoder does not read earlier memories, so all segments are encoded in one call, and every scored
@@ -239,22 +254,25 @@ def batched_backward(model: MemoryLM, ids: torch.Tensor, weights: torch.Tensor, 
     :func:`tbptt_backward`'s up to float rounding. It runs far fewer, larger kernels, but keeps every
     encoder graph that some loss reads alive at once (:func:`_encode_read`): memory grows with T instead
     of staying bounded by K (the paper's reason for the incremental scheme), so it suits short training
-    documents.
+    documents. A prefix of P distractor segments (see :func:`tbptt_backward`) adds P memories in front of
+    every row's own, with the factor 0.
     """
-    L, n_seg, W = model.segment, _segments(model, ids, mode), model.window
-    b, rows = ids.shape[0], n_seg - W - 1  # decoded segments t = W+1..T-1; row r reads memories 0..r
+    L, n_seg, W = model.segment, _segments(model, ids, mode, prefix), model.window
+    P, b, rows = prefix, ids.shape[0], n_seg - W - 1  # decoded segments t = W+1..T-1; row r reads 0..P+r
     coef = coefficient_tables(mode, n_seg, W, keep, rng, b, per_document)[:, W + 1:, :rows]  # (B, rows, rows)
-    segs = ids[:, :n_seg * L].view(b, n_seg, L)
-    mem = _encode_read(model, segs[:, :rows].reshape(b * rows, L), coef)  # (layers, B*rows, m, D)
+    coef = F.pad(coef, (P, 0))  # (B, rows, P+rows): the distractors' memories get no gradient
+    segs = ids[:, :(P + n_seg) * L].view(b, P + n_seg, L)
+    mem = _encode_read(model, segs[:, :P + rows].reshape(b * (P + rows), L), coef)  # (layers, B*(P+rows), m, D)
     # targets and weights of segments W+1..T-1, one row per decoded segment: (B*rows, L)
-    tgt, w = ids[:, (W + 1) * L + 1:].reshape(b * rows, L), weights[:, (W + 1) * L + 1:].reshape(b * rows, L)
+    first = (P + W + 1) * L + 1
+    tgt, w = ids[:, first:].reshape(b * rows, L), weights[:, first:].reshape(b * rows, L)
     scored = w.ne(0).any(1)  # rows with a scored target; the others are not decoded
-    kv, mask = _read_kv(model, mem, coef, rows, scored)
+    kv, mask = _read_kv(model, mem, coef, scored)
     window = None
-    if W:  # row r's raw window: segments r+1..r+W
-        window = torch.stack([segs[:, r + 1:r + 1 + W].reshape(b, W * L) for r in range(rows)], 1).flatten(0, 1)
-        window = window[scored]
-    logits = model.decode(segs[:, W + 1:].reshape(b * rows, L)[scored], kv=kv, window=window, mem_mask=mask)
+    if W:  # row r's raw window: segments r+1..r+W of the document
+        window = torch.stack([segs[:, P + r + 1:P + r + 1 + W].reshape(b, W * L) for r in range(rows)], 1)
+        window = window.flatten(0, 1)[scored]
+    logits = model.decode(segs[:, P + W + 1:].reshape(b * rows, L)[scored], kv=kv, window=window, mem_mask=mask)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[scored].reshape(-1), reduction="none")
     loss = (ce * w[scored].reshape(-1)).sum() / w.sum().clamp_min(1e-8)
     backward(loss)

@@ -208,7 +208,7 @@ def _encode_read(model: MemoryLM, segs: torch.Tensor, coef: torch.Tensor) -> tor
 
 def _read_kv(model: MemoryLM, mem: torch.Tensor, coef: torch.Tensor,
              scored: torch.Tensor) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
-    """Per layer, the prefix k/v (S, H, n*m, hd) that each decoded row reads, for the S rows of ``scored``
+    """Per layer, the memory k/v (S, H, n*m, hd) that each decoded row reads, for the S rows of ``scored``
     (B*rows bool), from the n memories per document of ``mem`` (layers, B*n, m, D; row r reads memories
     0..n-rows+r), with the gradient into memory s of row r of document b scaled by ``coef[b, r, s]``
     (``coef`` (B, rows, n)); and the (S, n*m) mask of the slots that hold a memory (the others are padding).

@@ -53,7 +53,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_9() -> None:
         UIOConfig(raw_window=2, doc_segments=3)
     old = {**UIOConfig().to_dict(), "version": 2}
     del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"], old["grad_clip"]
-    del old["curriculum_segments"], old["curriculum_steps"], old["prefix_segments"]
+    del old["curriculum_segments"], old["curriculum_steps"], old["prefix_segments"], old["prefix_start"]
     shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
     assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
@@ -73,6 +73,8 @@ def test_config_checks_the_mix_and_reads_versions_2_to_9() -> None:
                                               curriculum_segments=3, curriculum_steps=5, prefix_segments=0)
     with pytest.raises(SqueezeError, match="prefix_segments -1 must be >= 0"):
         UIOConfig(prefix_segments=-1)
+    with pytest.raises(SqueezeError, match="prefix_start 300 must lie in 0 .. steps = 240"):
+        UIOConfig(prefix_start=300)
     with pytest.raises(SqueezeError, match="grad_clip -1 must be >= 0"):
         UIOConfig(grad_clip=-1)
     with pytest.raises(SqueezeError, match="reservoir 'row' is unknown"):

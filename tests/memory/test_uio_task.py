@@ -120,5 +120,8 @@ def test_curriculum_batches_are_short_until_its_steps_run_out() -> None:
     drawn = [(ids.shape[1], p) for epoch in range(3) for ids, _, p in prefixed.batches(epoch, 0, 1)]
     assert [n for n, _ in drawn] == [(s + p) * 32 + 1 for s, (_, p) in zip([3] * 3 + [5] * 3, drawn)]
     assert {p for _, p in drawn} <= {0, 1, 2} and len({p for _, p in drawn}) > 1  # p drawn per step
+    late = UIOTask(replace(cfg, prefix_segments=2, prefix_start=4), base, TEXT, TEXT)
+    late_p = [p for epoch in range(3) for _, _, p in late.batches(epoch, 0, 1)]
+    assert late_p == [0] * 4 + [p for _, p in drawn[4:]]  # none before prefix_start, the same draws after
     with pytest.raises(SqueezeError, match="too short for the needle"):  # checked before training starts
         UIOTask(replace(cfg, passkey_frac=0.5), base, TEXT, TEXT)  # 97 tokens: no room for a passkey

@@ -8,7 +8,7 @@ from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
 VERSION = 10  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
-# 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments
+# 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments, prefix_start
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -56,6 +56,8 @@ class UIOConfig:
             their own, encoded without a graph (no gradient reaches the encoder through them; the gradient
             modes act on the document's T segments only). It shows the decoder as many memories in front of a
             needle as a long evaluation input does, for the price of p encoder passes without backward.
+            ``prefix_start``: the first step with a prefix (the steps before it have none; e.g. the
+            curriculum's, so that reading the needle is learned before distractors stand in front of it).
         passkey_frac: fraction of training documents that are passkey-retrieval documents.
         recall_frac: fraction of recall documents (earlier segments repeated; the paper code's segment
             copy task); the rest is plain text.
@@ -82,6 +84,7 @@ class UIOConfig:
     curriculum_segments: int = 0
     curriculum_steps: int = 0
     prefix_segments: int = 0
+    prefix_start: int = 0
     passkey_frac: float = 0.5
     recall_frac: float = 0.0
     steps: int = 240
@@ -131,6 +134,8 @@ class UIOConfig:
                                f"{self.curriculum_steps} must be <= steps {self.steps}")
         if self.prefix_segments < 0:
             raise SqueezeError(f"prefix_segments {self.prefix_segments} must be >= 0 (0 turns the distractor prefix off)")
+        if not 0 <= self.prefix_start <= self.steps:
+            raise SqueezeError(f"prefix_start {self.prefix_start} must lie in 0 .. steps = {self.steps}")
         if min(self.passkey_frac, self.recall_frac) < 0.0 or self.passkey_frac + self.recall_frac > 1.0:
             raise SqueezeError(f"passkey_frac {self.passkey_frac} and recall_frac {self.recall_frac} must be >= 0 "
                                "with a sum <= 1")
@@ -151,6 +156,10 @@ class UIOConfig:
     def segments_at(self, step: int) -> int:
         """Segments per training document at optimizer step ``step`` (0-based; the curriculum, then T)."""
         return self.curriculum_segments if step < self.curriculum_steps else self.doc_segments
+
+    def prefix_at(self, step: int) -> int:
+        """The most distractor segments in front of the documents of optimizer step ``step`` (0-based)."""
+        return self.prefix_segments if step >= self.prefix_start else 0
 
     @property
     def epochs(self) -> int:
@@ -176,5 +185,5 @@ class UIOConfig:
         if d.get("version") == 8 and "curriculum_steps" not in d:  # version 8 had no document-length curriculum
             d = {**d, "version": 9, "curriculum_segments": 0, "curriculum_steps": 0}
         if d.get("version") == 9 and "prefix_segments" not in d:  # version 9 had no distractor prefix
-            d = {**d, "version": VERSION, "prefix_segments": 0}
+            d = {**d, "version": VERSION, "prefix_segments": 0, "prefix_start": 0}
         return build_fields(cls, d, "UIO")

@@ -92,9 +92,9 @@ class UIOTask:
 
         c = self.cfg
         for step in range(c.steps_per_epoch):
-            segments = c.segments_at(epoch * c.steps_per_epoch + step)
+            segments, most = c.segments_at(epoch * c.steps_per_epoch + step), c.prefix_at(epoch * c.steps_per_epoch + step)
             seed = derived_seed(c.seed, epoch, step)
-            prefix = random.Random(derived_seed(seed, 47)).randint(0, c.prefix_segments) if c.prefix_segments else 0
+            prefix = random.Random(derived_seed(seed, 47)).randint(0, most) if most else 0
             ids, weights = training_batch(self.tokens, c.batch_size, segments, c.segment, c.passkey_frac, seed,
                                           c.recall_frac, c.raw_window, self.tok, prefix)
             yield ids, weights, prefix

@@ -92,7 +92,8 @@ class UIOTask:
 
         c = self.cfg
         for step in range(c.steps_per_epoch):
-            segments, most = c.segments_at(epoch * c.steps_per_epoch + step), c.prefix_at(epoch * c.steps_per_epoch + step)
+            at = epoch * c.steps_per_epoch + step  # the optimizer step
+            segments, most = c.segments_at(at), c.prefix_at(at)
             seed = derived_seed(c.seed, epoch, step)
             prefix = random.Random(derived_seed(seed, 47)).randint(0, most) if most else 0
             ids, weights = training_batch(self.tokens, c.batch_size, segments, c.segment, c.passkey_frac, seed,

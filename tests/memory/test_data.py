@@ -44,7 +44,7 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_to_9() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_10() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     with pytest.raises(SqueezeError, match="raw_window"):
@@ -53,7 +53,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_9() -> None:
         UIOConfig(raw_window=2, doc_segments=3)
     old = {**UIOConfig().to_dict(), "version": 2}
     del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"], old["grad_clip"]
-    del old["curriculum_segments"], old["curriculum_steps"], old["prefix_segments"], old["prefix_start"]
+    del old["curriculum_segments"], old["curriculum_steps"], old["prefix_segments"], old["prefix_start"], old["lora_b_lr"]
     shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
     assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
@@ -71,6 +71,10 @@ def test_config_checks_the_mix_and_reads_versions_2_to_9() -> None:
     v9 = {**v8, "version": 9, "curriculum_segments": 3, "curriculum_steps": 5}
     assert UIOConfig.from_dict(v9) == replace(shared, batched=True, reservoir="document", grad_clip=0.5,
                                               curriculum_segments=3, curriculum_steps=5, prefix_segments=0)
+    v10 = {**v9, "version": 10, "prefix_segments": 2, "prefix_start": 0}
+    assert UIOConfig.from_dict(v10) == replace(UIOConfig.from_dict(v9), prefix_segments=2, lora_b_lr=1.0)
+    with pytest.raises(SqueezeError, match="lora_b_lr must be positive"):
+        UIOConfig(lora_b_lr=0)
     with pytest.raises(SqueezeError, match="prefix_segments -1 must be >= 0"):
         UIOConfig(prefix_segments=-1)
     with pytest.raises(SqueezeError, match="prefix_start 300 must lie in 0 .. steps = 240"):
@@ -81,7 +85,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_9() -> None:
         UIOConfig(reservoir="row")
     with pytest.raises(SqueezeError, match="batched must be true or false"):
         UIOConfig(batched="yes")  # type: ignore[arg-type]
-    assert UIOConfig().version == VERSION == 10
+    assert UIOConfig().version == VERSION == 11
 
 
 def test_a_prefix_puts_unscored_text_in_front_of_the_same_documents() -> None:

@@ -107,6 +107,33 @@ def test_grad_clip_scales_the_step_down_to_its_norm_and_zero_turns_it_off() -> N
     assert torch.allclose(clipped, free * (1e-3 / free.norm()), atol=1e-8)
 
 
+def test_lora_b_lr_moves_only_the_b_matrices_faster() -> None:
+    """LoRA+: with Adam the first step moves each weight by about lr, so B's step is ``lora_b_lr`` times A's."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from squeeze.memory.task import UIOTask  # noqa: PLC0415
+
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    moved = {}
+    for ratio in (1.0, 8.0):
+        cfg = UIOConfig(segment=32, memory=4, doc_segments=4, batch_size=2, grad_mode="full-bptt", lr=1e-3,
+                        lora_b_lr=ratio, grad_clip=0.0)
+        task = UIOTask(cfg, base, TEXT, TEXT)
+        torch.manual_seed(1)
+        model, opts = task.build()
+        with torch.no_grad():  # LoRA B starts at zero, which leaves the A factors without gradient
+            for b in model.lora_b.values():
+                b.normal_(0, 0.1)
+        before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+        ctx = SimpleNamespace(world=1, module=model, optimizers=opts, device=torch.device("cpu"), step=3,
+                              total_steps=10, backward=torch.Tensor.backward)
+        task.train_step(ctx, next(iter(task.batches(0, 0, 1))))
+        moved[ratio] = {k: float((v - before[k]).abs().max()) for k, v in model.named_parameters() if k in before}
+    for name, step in moved[8.0].items():
+        expected = 8.0 if name.startswith("lora_b.") else 1.0
+        assert step == pytest.approx(expected * moved[1.0][name], rel=1e-3), name
+
+
 def test_curriculum_batches_are_short_until_its_steps_run_out() -> None:
     from squeeze.memory.task import UIOTask  # noqa: PLC0415
 

@@ -7,8 +7,8 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 10  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
-# 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments, prefix_start
+VERSION = 11  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
+# 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments, prefix_start; 11: lora_b_lr
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -25,6 +25,10 @@ class UIOConfig:
         memory: memory tokens m per segment; L must divide by m (memory token i summarises tokens
             ``[0, (i+1) L/m)`` of its segment).
         lora_rank / lora_alpha: LoRA shape (encoder: q, v; decoder: k, v on memory states only).
+        lora_b_lr: the LoRA B matrices (zero at the start) train at this multiple of ``lr``, the A matrices
+            and the memory token at ``lr`` (1: one learning rate, as in the paper and versions <= 10; > 1 is
+            LoRA+, Hayou et al. 2024, a deviation: B moves faster, so the adapters leave their zero start
+            sooner).
         grad_mode: ``full-bptt`` | ``detached`` | ``uio-biased`` (keep the K newest encoder graphs) |
             ``uio`` (reservoir of K graphs, gradients reweighted to be unbiased) | ``uio-unweighted`` (the
             same reservoir without the weights, as the paper's code; biased).
@@ -73,6 +77,7 @@ class UIOConfig:
     memory: int = 8
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    lora_b_lr: float = 1.0
     grad_mode: str = "uio"
     memory_positions: str = "compact"
     memory_read: str = "kv"
@@ -139,8 +144,8 @@ class UIOConfig:
         if min(self.passkey_frac, self.recall_frac) < 0.0 or self.passkey_frac + self.recall_frac > 1.0:
             raise SqueezeError(f"passkey_frac {self.passkey_frac} and recall_frac {self.recall_frac} must be >= 0 "
                                "with a sum <= 1")
-        if min(self.steps, self.steps_per_epoch, self.batch_size) < 1 or self.lr <= 0:
-            raise SqueezeError("steps, steps_per_epoch, batch_size and lr must be positive")
+        if min(self.steps, self.steps_per_epoch, self.batch_size) < 1 or self.lr <= 0 or self.lora_b_lr <= 0:
+            raise SqueezeError("steps, steps_per_epoch, batch_size, lr and lora_b_lr must be positive")
         if self.grad_clip < 0:
             raise SqueezeError(f"grad_clip {self.grad_clip} must be >= 0 (0 turns clipping off)")
         if self.steps % self.steps_per_epoch:
@@ -185,5 +190,7 @@ class UIOConfig:
         if d.get("version") == 8 and "curriculum_steps" not in d:  # version 8 had no document-length curriculum
             d = {**d, "version": 9, "curriculum_segments": 0, "curriculum_steps": 0}
         if d.get("version") == 9 and "prefix_segments" not in d:  # version 9 had no distractor prefix
-            d = {**d, "version": VERSION, "prefix_segments": 0, "prefix_start": 0}
+            d = {**d, "version": 10, "prefix_segments": 0, "prefix_start": 0}
+        if d.get("version") == 10 and "lora_b_lr" not in d:  # version 10 trained every adapter at one lr
+            d = {**d, "version": VERSION, "lora_b_lr": 1.0}
         return build_fields(cls, d, "UIO")

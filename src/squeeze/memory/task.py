@@ -79,8 +79,10 @@ class UIOTask:
 
     def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
         model = MemoryLM(self.base, self.cfg)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.cfg.lr, betas=(0.9, 0.95), weight_decay=self.cfg.weight_decay)
+        b = [p for p in model.lora_b.parameters() if p.requires_grad]
+        rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in b)]
+        groups = [{"params": rest, "lr_scale": 1.0}, {"params": b, "lr_scale": self.cfg.lora_b_lr}]  # LoRA+
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.95), weight_decay=self.cfg.weight_decay)
         return model, [opt]
 
     def steps_per_epoch(self, world: int) -> int:
@@ -108,7 +110,7 @@ class UIOTask:
                                "drop --devices/--nodes")
         model: MemoryLM = ctx.module
         for group in ctx.optimizers[0].param_groups:
-            group["lr"] = self.cfg.lr * lr_factor(ctx.step, ctx.total_steps, self.cfg.warmup)
+            group["lr"] = self.cfg.lr * group["lr_scale"] * lr_factor(ctx.step, ctx.total_steps, self.cfg.warmup)
         ids, weights, prefix = batch[0].to(ctx.device), batch[1].to(ctx.device), batch[2]
         rng = random.Random(derived_seed(self.cfg.seed, ctx.step, 31))
         step = batched_backward if self.cfg.batched else tbptt_backward

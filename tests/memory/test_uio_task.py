@@ -81,25 +81,35 @@ def test_batched_training_follows_the_segment_by_segment_run(tmp_path: Path) -> 
         torch.testing.assert_close(runs[True][k], v, rtol=1e-4, atol=1e-5)
 
 
-def test_grad_clip_scales_the_step_down_to_its_norm_and_zero_turns_it_off() -> None:
+def _one_step(cfg: UIOConfig) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """One optimizer step of a tiny memory model whose LoRA B matrices start non-zero (at zero the A factors
+    would get no gradient); returns the model after the step and its trainable weights before it."""
     from types import SimpleNamespace  # noqa: PLC0415
 
     from squeeze.memory.task import UIOTask  # noqa: PLC0415
 
     torch.manual_seed(0)
     base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    task = UIOTask(cfg, base, TEXT, TEXT)
+    torch.manual_seed(1)
+    model, opts = task.build()
+    with torch.no_grad():
+        for b in model.lora_b.values():
+            b.normal_(0, 0.1)
+    before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    ctx = SimpleNamespace(world=1, module=model, optimizers=opts, device=torch.device("cpu"), step=3,
+                          total_steps=10, backward=torch.Tensor.backward)
+    task.train_step(ctx, next(iter(task.batches(0, 0, 1))))
+    return model, before
+
+
+TINY = {"segment": 32, "memory": 4, "doc_segments": 4, "batch_size": 2, "grad_mode": "full-bptt"}
+
+
+def test_grad_clip_scales_the_step_down_to_its_norm_and_zero_turns_it_off() -> None:
     grads = {}
     for clip in (0.0, 1e-3):
-        cfg = UIOConfig(segment=32, memory=4, doc_segments=4, batch_size=2, grad_mode="full-bptt", grad_clip=clip)
-        task = UIOTask(cfg, base, TEXT, TEXT)
-        torch.manual_seed(1)
-        model, opts = task.build()
-        with torch.no_grad():  # LoRA B starts at zero, which leaves the A factors without gradient
-            for b in model.lora_b.values():
-                b.normal_(0, 0.1)
-        ctx = SimpleNamespace(world=1, module=model, optimizers=opts, device=torch.device("cpu"), step=3,
-                              total_steps=10, backward=torch.Tensor.backward)
-        task.train_step(ctx, next(iter(task.batches(0, 0, 1))))
+        model, _ = _one_step(UIOConfig(**TINY, grad_clip=clip))
         grads[clip] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     free, clipped = grads[0.0], grads[1e-3]
     assert free.norm() > 1e-2  # unclipped: the raw gradient
@@ -109,25 +119,9 @@ def test_grad_clip_scales_the_step_down_to_its_norm_and_zero_turns_it_off() -> N
 
 def test_lora_b_lr_moves_only_the_b_matrices_faster() -> None:
     """LoRA+: with Adam the first step moves each weight by about lr, so B's step is ``lora_b_lr`` times A's."""
-    from types import SimpleNamespace  # noqa: PLC0415
-
-    from squeeze.memory.task import UIOTask  # noqa: PLC0415
-
-    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
     moved = {}
     for ratio in (1.0, 8.0):
-        cfg = UIOConfig(segment=32, memory=4, doc_segments=4, batch_size=2, grad_mode="full-bptt", lr=1e-3,
-                        lora_b_lr=ratio, grad_clip=0.0)
-        task = UIOTask(cfg, base, TEXT, TEXT)
-        torch.manual_seed(1)
-        model, opts = task.build()
-        with torch.no_grad():  # LoRA B starts at zero, which leaves the A factors without gradient
-            for b in model.lora_b.values():
-                b.normal_(0, 0.1)
-        before = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-        ctx = SimpleNamespace(world=1, module=model, optimizers=opts, device=torch.device("cpu"), step=3,
-                              total_steps=10, backward=torch.Tensor.backward)
-        task.train_step(ctx, next(iter(task.batches(0, 0, 1))))
+        model, before = _one_step(UIOConfig(**TINY, lr=1e-3, lora_b_lr=ratio, grad_clip=0.0))
         moved[ratio] = {k: float((v - before[k]).abs().max()) for k, v in model.named_parameters() if k in before}
     for name, step in moved[8.0].items():
         expected = 8.0 if name.startswith("lora_b.") else 1.0

@@ -80,7 +80,7 @@ class UIOTask:
     def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
         model = MemoryLM(self.base, self.cfg)
         b = [p for p in model.lora_b.parameters() if p.requires_grad]
-        rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in b)]
+        rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("lora_b.")]
         groups = [{"params": rest, "lr_scale": 1.0}, {"params": b, "lr_scale": self.cfg.lora_b_lr}]  # LoRA+
         opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.95), weight_decay=self.cfg.weight_decay)
         return model, [opt]

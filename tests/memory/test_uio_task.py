@@ -118,7 +118,8 @@ def test_grad_clip_scales_the_step_down_to_its_norm_and_zero_turns_it_off() -> N
 
 
 def test_lora_b_lr_moves_only_the_b_matrices_faster() -> None:
-    """LoRA+: with Adam the first step moves each weight by about lr, so B's step is ``lora_b_lr`` times A's."""
+    """LoRA+: an Adam step moves each weight by about its lr, so with ``lora_b_lr`` 8 the B matrices move 8 times as
+    far as with 1 and every other weight as far."""
     moved = {}
     for ratio in (1.0, 8.0):
         model, before = _one_step(UIOConfig(**TINY, lr=1e-3, lora_b_lr=ratio, grad_clip=0.0))

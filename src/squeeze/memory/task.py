@@ -79,9 +79,10 @@ class UIOTask:
 
     def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
         model = MemoryLM(self.base, self.cfg)
-        b = [p for p in model.lora_b.parameters() if p.requires_grad]
-        rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("lora_b.")]
-        groups = [{"params": rest, "lr_scale": 1.0}, {"params": b, "lr_scale": self.cfg.lora_b_lr}]  # LoRA+
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        b = [p for n, p in trainable if n.startswith("lora_b.")]  # LoRA+: the B matrices at lora_b_lr x lr
+        rest = [p for n, p in trainable if not n.startswith("lora_b.")]
+        groups = [{"params": rest, "lr_scale": 1.0}, {"params": b, "lr_scale": self.cfg.lora_b_lr}]
         opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.95), weight_decay=self.cfg.weight_decay)
         return model, [opt]
 

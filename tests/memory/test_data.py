@@ -44,7 +44,7 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_to_10() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_11() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     with pytest.raises(SqueezeError, match="raw_window"):
@@ -54,6 +54,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_10() -> None:
     old = {**UIOConfig().to_dict(), "version": 2}
     del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"], old["grad_clip"]
     del old["curriculum_segments"], old["curriculum_steps"], old["prefix_segments"], old["prefix_start"], old["lora_b_lr"]
+    del old["memory_init"]
     shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
     assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
@@ -73,6 +74,10 @@ def test_config_checks_the_mix_and_reads_versions_2_to_10() -> None:
                                               curriculum_segments=3, curriculum_steps=5, prefix_segments=0)
     v10 = {**v9, "version": 10, "prefix_segments": 2, "prefix_start": 0}
     assert UIOConfig.from_dict(v10) == replace(UIOConfig.from_dict(v9), prefix_segments=2, lora_b_lr=1.0)
+    v11 = {**v10, "version": 11, "lora_b_lr": 4.0}
+    assert UIOConfig.from_dict(v11) == replace(UIOConfig.from_dict(v10), lora_b_lr=4.0, memory_init="learned")
+    with pytest.raises(SqueezeError, match="memory_init 'token' is unknown"):
+        UIOConfig(memory_init="token")
     with pytest.raises(SqueezeError, match="lora_b_lr must be positive"):
         UIOConfig(lora_b_lr=0)
     with pytest.raises(SqueezeError, match="prefix_segments -1 must be >= 0"):
@@ -85,7 +90,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_10() -> None:
         UIOConfig(reservoir="row")
     with pytest.raises(SqueezeError, match="batched must be true or false"):
         UIOConfig(batched="yes")  # type: ignore[arg-type]
-    assert UIOConfig().version == VERSION == 11
+    assert UIOConfig().version == VERSION == 12
 
 
 def test_a_prefix_puts_unscored_text_in_front_of_the_same_documents() -> None:

@@ -8,7 +8,8 @@ from torch import nn
 from squeeze.errors import SqueezeError
 from squeeze.memory.config import UIOConfig
 from squeeze.memory.data import check_text, training_batch
-from squeeze.memory.model import MemoryLM, encoder_mask, encoder_positions, memory_attention, memory_positions
+from squeeze.memory.model import (MemoryLM, anchor_tokens, encoder_mask, encoder_positions, memory_attention,
+                                  memory_positions)
 from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, apply_rope, encode, rope_tables
 
 
@@ -23,6 +24,33 @@ def test_encoder_mask_and_positions() -> None:
     assert mask[8, :4].all() and not mask[8, 4:8].any() and mask[8, 8] and not mask[8, 9]  # token 0: span 0..3
     assert mask[9, :8].all() and mask[9, 9] and not mask[9, 8]  # token 1: whole segment, not memory 0
     assert encoder_positions(8, 2).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 4, 8]
+    assert encoder_positions(8, 2, anchored=True).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 3, 7]
+
+
+def test_an_untrained_anchored_memory_starts_as_its_anchor_tokens_states() -> None:
+    ids = torch.arange(16).view(2, 8)
+    assert anchor_tokens(ids, 2).tolist() == [[3, 7], [11, 15]] and anchor_tokens(ids, 8).equal(ids)
+    base = _base()
+    model = MemoryLM(base, UIOConfig(segment=8, memory=2, lora_rank=2, memory_init="anchor")).eval()
+    assert model.mem_token.abs().max() < 0.1  # an offset near 0, not a token embedding
+    with torch.no_grad():
+        model.mem_token.zero_()
+        mem = model.encode(ids % 32)  # (layers, B, m, D)
+        # layer 0 reads the anchors' own normalised embeddings
+        want = base.layers[0].input_layernorm(base.embed_tokens(anchor_tokens(ids % 32, 2)))
+        assert torch.allclose(mem[0], want, atol=1e-6)
+        # deeper layers: close to the anchor token's own attention input in the plain base (the memory token
+        # sees the anchor's causal span and itself, a copy of the anchor at the same position)
+        states = {}
+        hook = base.layers[1].input_layernorm.register_forward_hook(lambda m, i, o: states.setdefault("x", o))
+        try:
+            base(ids % 32)
+        finally:
+            hook.remove()
+        want1 = states["x"][:, [3, 7]]
+        assert (mem[1] - want1).norm() < 0.3 * want1.norm()
+        learned = MemoryLM(base, UIOConfig(segment=8, memory=2, lora_rank=2)).eval().encode(ids % 32)
+        assert (learned[1] - want1).norm() > (mem[1] - want1).norm()
 
 
 def test_compact_memory_positions_equal_attention_over_a_longer_sequence() -> None:

@@ -7,11 +7,13 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 11  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
-# 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments, prefix_start; 11: lora_b_lr
+VERSION = 12  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
+# 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments, prefix_start; 11: lora_b_lr;
+# 12: memory_init
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
+MEMORY_INITS = ("learned", "anchor")
 RESERVOIRS = ("document", "batch")
 
 
@@ -35,6 +37,11 @@ class UIOConfig:
         memory_positions: ``compact`` (as in the paper: the decoder sees memories at rotary positions just
             before the segment, newest at -1; clamped to the base's trained context) or ``none`` (memory
             scores without rotary positions).
+        memory_init: ``learned`` (as in the paper: every memory token's encoder input is one learned
+            embedding) or ``anchor`` (a deviation: memory token i's input is the embedding of the last
+            token of its span plus a learned offset that starts at zero, at that token's position, so an
+            untrained memory is nearly a copy of its anchor token's states and the frozen decoder reads
+            it like that token from the first step).
         memory_read: ``kv`` (as in the paper: the decoder reads memories through LoRA on its k/v projections
             only; queries and output projection stay the base's) or ``kvqo`` (also a LoRA on the query that
             scores memories and on the output projection of what is read from them; a deviation that lets
@@ -80,6 +87,7 @@ class UIOConfig:
     lora_b_lr: float = 1.0
     grad_mode: str = "uio"
     memory_positions: str = "compact"
+    memory_init: str = "learned"
     memory_read: str = "kv"
     raw_window: int = 0
     keep: int = 2
@@ -108,6 +116,8 @@ class UIOConfig:
         if self.memory_positions not in MEMORY_POSITIONS:
             raise SqueezeError(f"memory_positions {self.memory_positions!r} is unknown; use one of "
                                f"{', '.join(MEMORY_POSITIONS)}")
+        if self.memory_init not in MEMORY_INITS:
+            raise SqueezeError(f"memory_init {self.memory_init!r} is unknown; use one of {', '.join(MEMORY_INITS)}")
         if self.memory_read not in MEMORY_READS:
             raise SqueezeError(f"memory_read {self.memory_read!r} is unknown; use one of {', '.join(MEMORY_READS)}")
         if self.segment < 2 or self.memory < 1:
@@ -192,5 +202,7 @@ class UIOConfig:
         if d.get("version") == 9 and "prefix_segments" not in d:  # version 9 had no distractor prefix
             d = {**d, "version": 10, "prefix_segments": 0, "prefix_start": 0}
         if d.get("version") == 10 and "lora_b_lr" not in d:  # version 10 trained every adapter at one lr
-            d = {**d, "version": VERSION, "lora_b_lr": 1.0}
+            d = {**d, "version": 11, "lora_b_lr": 1.0}
+        if d.get("version") == 11 and "memory_init" not in d:  # version 11 had one learned memory embedding
+            d = {**d, "version": VERSION, "memory_init": "learned"}
         return build_fields(cls, d, "UIO")

@@ -106,10 +106,18 @@ def encoder_mask(segment: int, memory: int) -> torch.Tensor:
     return mask
 
 
-def encoder_positions(segment: int, memory: int) -> torch.Tensor:
-    """Rotary positions of the encoder input: segment ``0..L-1``, memory token i at ``(i+1) L/m``."""
+def encoder_positions(segment: int, memory: int, anchored: bool = False) -> torch.Tensor:
+    """Rotary positions of the encoder input: segment ``0..L-1``, memory token i at ``(i+1) L/m`` (the
+    paper), or at ``(i+1) L/m - 1``, its anchor token's own position, when ``anchored``."""
     span = segment // memory
-    return torch.cat([torch.arange(segment), (torch.arange(memory) + 1) * span])
+    return torch.cat([torch.arange(segment), (torch.arange(memory) + 1) * span - int(anchored)])
+
+
+def anchor_tokens(ids: torch.Tensor, memory: int) -> torch.Tensor:
+    """(B, m) the last token of each memory token's span of a segment ``ids`` (B, L): offsets
+    ``L/m - 1, 2 L/m - 1, ...`` (``memory_init = anchor``)."""
+    span = ids.shape[1] // memory
+    return ids[:, span - 1::span]
 
 
 def memory_positions(n_memories: int, raw: int, context: int) -> torch.Tensor:
@@ -184,7 +192,11 @@ class MemoryLM(nn.Module):
                                f"context of {lay.context}; use a smaller raw_window or --segment")
         self.scale = cfg.lora_alpha / r
         emb = lay.embed.weight.detach()
-        self.mem_token = nn.Parameter(emb.mean(0).clone() + 0.02 * torch.randn(lay.dim, device=emb.device))
+        self.anchored = cfg.memory_init == "anchor"
+        # learned: one memory embedding near the mean token embedding; anchor: an offset added to each memory
+        # token's anchor embedding, starting at 0 so that a memory starts as a copy of its anchor's states
+        start = torch.zeros_like(emb[0]) if self.anchored else emb.mean(0).clone()
+        self.mem_token = nn.Parameter(start + 0.02 * torch.randn(lay.dim, device=emb.device))
         kv_out = lay.kv_heads * lay.head_dim
         outs = {"enc_q": lay.heads * lay.head_dim, "enc_v": kv_out, "dec_k": kv_out, "dec_v": kv_out}
         if cfg.memory_read == "kvqo":  # the decoder's memory query and memory read-out (see UIOConfig)
@@ -213,8 +225,9 @@ class MemoryLM(nn.Module):
         if ids.shape[1] != self.segment:
             raise SqueezeError(f"the encoder compresses whole segments of {self.segment} tokens, got {ids.shape[1]}")
         b, L, m = ids.shape[0], self.segment, self.memory
-        h = torch.cat([lay.embed(ids), self.mem_token.expand(b, m, -1)], dim=1)
-        cos, sin = rope_tables(encoder_positions(L, m).to(ids.device), lay.head_dim, lay.rope_theta)
+        mem_in = lay.embed(anchor_tokens(ids, m)) + self.mem_token if self.anchored else self.mem_token.expand(b, m, -1)
+        h = torch.cat([lay.embed(ids), mem_in], dim=1)
+        cos, sin = rope_tables(encoder_positions(L, m, self.anchored).to(ids.device), lay.head_dim, lay.rope_theta)
         mask = encoder_mask(L, m).to(ids.device)
         rep = lay.heads // lay.kv_heads
         out = []

@@ -225,7 +225,10 @@ class MemoryLM(nn.Module):
         if ids.shape[1] != self.segment:
             raise SqueezeError(f"the encoder compresses whole segments of {self.segment} tokens, got {ids.shape[1]}")
         b, L, m = ids.shape[0], self.segment, self.memory
-        mem_in = lay.embed(anchor_tokens(ids, m)) + self.mem_token if self.anchored else self.mem_token.expand(b, m, -1)
+        if self.anchored:  # (B, m, D) each memory token's anchor embedding plus the learned offset
+            mem_in = lay.embed(anchor_tokens(ids, m)) + self.mem_token
+        else:
+            mem_in = self.mem_token.expand(b, m, -1)
         h = torch.cat([lay.embed(ids), mem_in], dim=1)
         cos, sin = rope_tables(encoder_positions(L, m, self.anchored).to(ids.device), lay.head_dim, lay.rope_theta)
         mask = encoder_mask(L, m).to(ids.device)

@@ -34,11 +34,15 @@ def test_prepare_keeps_float_outputs(name: str) -> None:
     zm = _zoo(name)
     x = zm.calib_inputs(2, 0)
     assert tuple(x.shape[1:]) == zm.input_shape
-    prepared = copy.deepcopy(zm.model)
+    # in float64: in float32 the swapped-in attention (explicit matmul + softmax instead of a fused kernel)
+    # rounds differently, and over dinov2-s14's 12 blocks that reached 1e-4 on some machines and thread counts
+    model = copy.deepcopy(zm.model).double()
+    prepared = copy.deepcopy(model)
     report = prepare_model(prepared)
+    x = x.double() if x.is_floating_point() else x  # token ids stay integers
     with torch.no_grad():
-        ref, out = zm.model(x), prepared(x)
-    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+        ref, out = model(x), prepared(x)
+    assert torch.allclose(out, ref, atol=1e-9 * float(ref.abs().max()), rtol=1e-9)
     assert report.linears + report.convs > 0
 
 

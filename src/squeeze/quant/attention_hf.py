@@ -81,7 +81,8 @@ def _explicit_attention(module: nn.Module, mm1: Callable, mm2: Callable, query: 
     scores = mm1(query, key.transpose(-2, -1)) * scale
     if attention_mask is not None:
         scores = scores + _score_bias(attention_mask, scores)
-    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    # at least float32 (half-precision scores upcast, as transformers' eager attention does; float64 kept)
+    probs = F.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
     probs = F.dropout(probs, p=dropout, training=module.training)
     out = mm2(probs, value)
     return out.transpose(1, 2).contiguous(), probs

@@ -35,7 +35,8 @@ bench-foundation: setup
 bench-vit-ptq: setup
 	OMP_NUM_THREADS=1 $(BIN)/squeeze bench vit-ptq
 
-# ~90 min on 2 CPU cores (4 variants trained from the float resnet-fmnist; resumable, runs/bench/multiquant/)
+# ~75 min of training on 2 CPU cores (5 variants from the float resnet-fmnist, MultiQuant and Any-Precision on
+# 3 seeds each; resumable, runs/bench/multiquant/)
 bench-multiquant: setup
 	$(BIN)/squeeze bench multiquant
 

@@ -41,7 +41,7 @@ def test_several_seeds_give_mean_std_a_standard_error_and_ties() -> None:
     assert f"difference +0.47 ± {se:.2f} (standard error, 3 and 3 seeds)" in two
     three = next(line for line in lines if line.startswith("- 3 bits"))
     assert ": tie (within one std)" in three  # equal means
-    # four runs, each counted once in the training time (10 min each), two variants
+    # six runs of 10 min, each counted once in the training time, of two variants
     timing = next(line for line in lines if line.startswith("- training time"))
     assert "2 of" in timing and "6 runs" in timing and timing.startswith("- training time: 60 min")
 

@@ -123,7 +123,7 @@ def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str, missi
     """The results page: top-1 per method and bit width (mean ± std over seeds), checks against the issue."""
     agg = aggregate(rows)
     bits = sorted({r["abits"] for r in rows})
-    seeds = {m: ", ".join(str(s) for s in sorted({r.get("seed", 0) for r in rows if r["method"] == m})) for m in VARIANTS}
+    seeds = {m: ", ".join(map(str, sorted({r.get("seed", 0) for r in rows if r["method"] == m}))) for m in VARIANTS}
     table = []
     for method in VARIANTS:
         got = {a["abits"]: a for a in agg if a["method"] == method}
@@ -131,7 +131,7 @@ def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str, missi
             table.append({"method": method, **{f"A{b}": _cell(got[b]).replace("±", " ± ") for b in bits if b in got},
                           "seeds": seeds[method], "train s": next(iter(got.values()))["seconds"]})
     cols = ["method", *[f"A{b}" for b in bits], "seeds", "train s"]
-    several = "; ".join(f"{m} on seeds {s}" for m, s in seeds.items() if "," in s)
+    several = "; ".join(f"{m} on seeds {s}" for m, s in seeds.items() if "," in s)  # "0, 1, 2": several seeds
     return "\n".join([
         "# MultiQuant: one network at any bit width", "",
         f"Written by `{COMMAND}{' --cached-only' if missing else ''}`. Model `resnet-fmnist` (float top-1 {rows[0]['fp']:.2f} %), Fashion-MNIST test "

@@ -160,6 +160,13 @@ def is_tie(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return abs(a["mean"] - b["mean"]) < max(a["std"], b["std"])
 
 
+def order_verdict(better: dict[str, Any], worse: dict[str, Any]) -> str:
+    """The claim ``better > worse`` on two aggregated results: ``met``, ``NOT met`` or a tie (:func:`is_tie`)."""
+    if is_tie(better, worse):
+        return "tie (within one std)"
+    return "met" if better["mean"] > worse["mean"] else "NOT met"
+
+
 def write_results(out: Path, name: str, rows: list[dict[str, Any]], markdown: str) -> None:
     """Write ``name.json`` (all rows) and ``name.md`` atomically."""
     from squeeze.report import write_suite  # noqa: PLC0415

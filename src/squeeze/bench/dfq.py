@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, diff_se, fingerprint, is_tie,
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, diff_se, fingerprint, order_verdict,
                                   page_command, run_cells, save_figure, weights_line, write_results)
 from squeeze.report import Report, format_table, peak_rss_mb
 
@@ -197,7 +197,7 @@ def _order_line(agg: list[dict[str, Any]], model: str, better: str, worse: str, 
     b, x = _find(agg, model, better, w, a), _find(agg, model, worse, w, a)
     if not (b and x):
         return None
-    verdict = "tie (within one std)" if is_tie(b, x) else ("met" if b["mean"] > x["mean"] else "NOT met")
+    verdict = order_verdict(b, x)
     return (f"- {model} W{w}A{a}: {better} {b['mean']:.2f}±{b['std']:.2f} > {worse} "
             f"{x['mean']:.2f}±{x['std']:.2f}: {verdict}; difference {b['mean'] - x['mean']:+.2f} ± "
             f"{diff_se(b, x):.2f} (standard error, {b['n']} and {x['n']} seeds)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import Cell, ZooRunner, aggregate, bar_plot, fingerprint, is_tie, run_cells, write_results
+from squeeze.bench.common import Cell, ZooRunner, aggregate, bar_plot, fingerprint, order_verdict, run_cells, write_results
 from squeeze.report import format_table
 
 COMMAND = "squeeze bench foundation"
@@ -40,7 +40,7 @@ def checks(agg: list[dict[str, Any]]) -> list[str]:
         for (w, a), better, worse in (((2, 8), "gptq", "rtn"), ((4, 4), "repq-vit", "rtn")):
             b, x = get(model, better, w, a), get(model, worse, w, a)
             if b and x:
-                verdict = "tie (within one std)" if is_tie(b, x) else ("met" if b["mean"] > x["mean"] else "NOT met")
+                verdict = order_verdict(b, x)
                 lines.append(f"- {model}: {better} {b['mean']:.2f}±{b['std']:.2f} vs {worse} "
                              f"{x['mean']:.2f}±{x['std']:.2f} at W{w}A{a}: {verdict}")
     return lines

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import aggregate, diff_se, fingerprint, is_tie, save_figure
+from squeeze.bench.common import aggregate, diff_se, fingerprint, order_verdict, save_figure
 from squeeze.methods.multiquant.config import VARIANTS, MultiQuantConfig, switched_weights
 from squeeze.methods.multiquant.run import RESULT, load_float, train_multiquant
 from squeeze.report import Report, format_table, peak_rss_mb
@@ -77,9 +77,10 @@ def _cell(a: dict[str, Any]) -> str:
 
 
 def _versus(mq: dict[str, Any], ap: dict[str, Any]) -> str:
-    """Verdict on multiquant > any-precision: a tie within one seed std where both have several seeds."""
+    """Verdict on multiquant > any-precision (a tie within one seed std), with the gap's standard error
+    where both have several seeds."""
     several = mq["n"] > 1 and ap["n"] > 1
-    verdict = "tie (within one std)" if several and is_tie(mq, ap) else "met" if mq["mean"] > ap["mean"] else "NOT met"
+    verdict = order_verdict(mq, ap)
     gap = (f"; difference {mq['mean'] - ap['mean']:+.2f} ± {diff_se(mq, ap):.2f} (standard error, {mq['n']} and "
            f"{ap['n']} seeds)") if several else ""
     return f"{verdict} (target: multiquant higher){gap}"

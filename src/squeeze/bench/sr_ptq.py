@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from squeeze.bench.common import Cell, aggregate, device_label, fingerprint, is_tie, run_cells, save_figure, \
+from squeeze.bench.common import Cell, aggregate, device_label, fingerprint, order_verdict, run_cells, save_figure, \
     write_results
 from squeeze.report import Report, format_table, peak_rss_mb
 
@@ -135,7 +135,7 @@ def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]], primary: str) 
         for other in ("rtn", "percentile", "uniform-norm"):
             o = _find(agg, primary, other, 4, 4)
             if o:
-                verdict = "tie (within one std)" if is_tie(d, o) else ("met" if d["mean"] > o["mean"] else "NOT met")
+                verdict = order_verdict(d, o)
                 lines.append(f"- {primary} W4A4: dfsq {d['mean']:.3f}±{d['std']:.3f} vs {other} "
                              f"{o['mean']:.3f}±{o['std']:.3f} dB: {verdict}")
     for w, a in ((6, 6), (8, 8)):

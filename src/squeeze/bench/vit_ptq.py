@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import (Cell, ZooRunner, aggregate, fingerprint, is_tie, page_command, run_cells,
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, fingerprint, order_verdict, page_command, run_cells,
                                   save_figure, weights_line, write_results)
 from squeeze.report import format_table
 from squeeze.train.checkpoint import write_json
@@ -98,7 +98,7 @@ def _compare(agg: list[dict[str, Any]], model: str, better: str, worse: str, w: 
     b, x = _find(agg, model, better, w, a), _find(agg, model, worse, w, a)
     if not (b and x):
         return None
-    verdict = "tie (within one std)" if is_tie(b, x) else ("met" if b["mean"] > x["mean"] else "NOT met")
+    verdict = order_verdict(b, x)
     return (f"- {model} W{w}A{a}: {better} {b['mean']:.2f}±{b['std']:.2f} vs {worse} "
             f"{x['mean']:.2f}±{x['std']:.2f}: {verdict}")
 

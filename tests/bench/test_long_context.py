@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from squeeze.bench.long_context import BENCH_MODES, run
+from squeeze.bench.long_context import BENCH_MODES, MEMORY_METHODS, QUICK_UIO_SEEDS, _cell, checks, run, seed_values
 from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, encode
 
 TEXT = ("Now is the winter of our discontent made glorious summer by this sun of York; " * 60)
@@ -37,6 +37,41 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert {r["method"] for r in rows if r["metric"] == "sec_per_token"} == {"uio", "uio-window", "truncated",
                                                                              "sliding-window"}
     assert (tmp_path / "out" / "long-context.png").stat().st_size > 1000
+    assert {r["seed"] for r in rows if r["method"] == "uio" and r["metric"] == "ppl"} == set(QUICK_UIO_SEEDS)
+    assert {r["seed"] for r in rows if r["method"] != "uio"} == {0}
+    assert "## `uio` per training seed" in md
+    uio_ppl = [r["quant"] for r in rows if (r["method"], r["metric"], r["context_x"]) == ("uio", "ppl", 1)]
+    assert _cell(uio_ppl) in md  # the page's uio cells are the mean ± std of its seeds' rows
     runs = sorted(p.name for p in (tmp_path / "cache" / "long-context-quick").iterdir())
-    assert len(runs) == 5 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()
+    # uio trains on every seed of QUICK_UIO_SEEDS (one folder each), the other memory models on seed 0
+    assert len(runs) == 5 + len(QUICK_UIO_SEEDS) - 1 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()
                                   for r in runs) and runs[0].startswith("uio-detached-")
+
+
+def test_seed_values_and_cells() -> None:
+    rows = [{"method": "uio", "metric": "ppl", "context_x": 8, "seed": s, "quant": q, "digit_acc": d}
+            for s, q, d in ((2, 6.0, 0.5), (0, 4.0, 0.7), (1, 5.0, 0.9))]
+    rows.append({"method": "truncated", "metric": "ppl", "context_x": 8, "seed": 0, "quant": 3.0})
+    assert seed_values(rows) == {("uio", "ppl", 8): [4.0, 5.0, 6.0], ("truncated", "ppl", 8): [3.0]}
+    assert seed_values(rows, "digit_acc") == {("uio", "ppl", 8): [0.7, 0.9, 0.5]}  # rows without it left out
+    assert _cell([4.0, 5.0, 6.0]) == "5.00 ± 1.00" and _cell([3.0]) == "3.00"
+    assert _cell([0.5, 1.5], "{:.3f}") == "1.000 ± 0.707"
+
+
+def test_checks_use_the_mean_over_seeds() -> None:
+    def row(method: str, seed: int, metric: str, x: int, quant: float) -> dict:
+        return {"method": method, "seed": seed, "metric": metric, "context_x": x, "quant": quant,
+                "full_attention_sec_per_token": 1e-3 * x}
+    rows = [row("truncated", 0, "passkey_acc", 8, 0.0), row("truncated", 0, "ppl", 8, 4.0)]
+    for m in MEMORY_METHODS:
+        seeds = (0, 1, 2) if m == "uio" else (0,)
+        for s, acc in zip(seeds, (0.95, 0.92, 0.6) if m == "uio" else (0.5,)):
+            rows += [row(m, s, "passkey_acc", 8, acc), row(m, s, "ppl", 8, 3.9 + s / 10)]
+        rows += [row(m, 0, "sec_per_token", x, 1e-3) for x in (1, 32)]
+    info = {"train_s": {"uio": [600.0, 600.0, 600.0], "full-bptt": [600.0]}}
+    text = "\n".join(checks(rows, info))
+    # two seeds of three reach 90 %, but the mean (82.3 %) does not
+    assert "passkey at 8x, uio: 82.3 % (mean ± std 82.3 ± 19.4 over 3 seeds: 95.0 / 92.0 / 60.0; 2 at the target)" \
+        " (target >= 90 %): NOT met" in text
+    assert "perplexity at 8x, uio: 4.00 ± 0.10 vs truncated 4.00 (gap +0.00; target: below): NOT met" in text
+    assert "training: 40.0 min for the 4 memory-model runs (uio 10.0 + 10.0 + 10.0, full-bptt 10.0;" in text

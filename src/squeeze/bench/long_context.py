@@ -20,8 +20,8 @@ base model's value for the same metric and length (the reference). Writes long-c
 
 Budget (measured on 2 idle CPU threads): training each memory model (32 memory tokens per 64-token
 segment, 1,500 steps of 4 documents, the first 500 of 3 segments and the rest of 8, batched execution, with 6
-in-training evaluations) takes 6-10 min, the seven runs about 58 min (<= 60 min for training); the page states
-the measured total. The measurements alone (trained models reused) take ~25 min.
+in-training evaluations) takes 5-9 min, the seven runs (``uio`` on three seeds) about 50 min (<= 60 min for
+training); the page states the measured total. The measurements alone (trained models reused) take ~10 min.
 """
 from __future__ import annotations
 

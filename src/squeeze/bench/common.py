@@ -130,6 +130,11 @@ def device_label(device: str) -> str:
     return f"{device} ({torch.get_num_threads()} threads)"
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (std 0 for a single value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard deviation over seeds for each (model, method, wbits, abits)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -137,10 +142,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((row["model"], row["method"], row["wbits"], row["abits"]), []).append(row)
     out = []
     for (model, method, wbits, abits), rs in groups.items():
-        vals = [r["quant"] for r in rs]
+        mean, std = mean_std([r["quant"] for r in rs])
         out.append({"model": model, "method": method, "wbits": wbits, "abits": abits, "n": len(rs),
-                    "fp": rs[0]["fp"], "mean": statistics.mean(vals),
-                    "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                    "fp": rs[0]["fp"], "mean": mean, "std": std,
                     "seconds": statistics.mean(r["seconds"] for r in rs),
                     "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)})
     return out

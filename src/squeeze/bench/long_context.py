@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from squeeze.bench.common import save_figure, write_results
+from squeeze.bench.common import mean_std, save_figure, write_results
 from squeeze.memory.config import UIOConfig
 from squeeze.memory.evaluate import PASSKEY_SEED, PPL_SEED
 from squeeze.report import Report, format_table, peak_rss_mb
@@ -148,11 +147,6 @@ def seed_values(rows: list[dict[str, Any]], field: str = "quant") -> dict[tuple[
         if field in r:
             out.setdefault((r["method"], r["metric"], r["context_x"]), []).append(r[field])
     return out
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _cell(values: list[float], fmt: str = "{:.2f}") -> str:

@@ -72,8 +72,9 @@ def rows_of(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(a: dict[str, Any]) -> str:
-    return f"{a['mean']:.2f}" if a["n"] == 1 else f"{a['mean']:.2f}±{a['std']:.2f}"
+def _cell(a: dict[str, Any], sep: str = "±") -> str:
+    """An aggregated result as ``mean`` (one seed) or ``mean{sep}std``."""
+    return f"{a['mean']:.2f}" if a["n"] == 1 else f"{a['mean']:.2f}{sep}{a['std']:.2f}"
 
 
 def _versus(mq: dict[str, Any], ap: dict[str, Any]) -> str:
@@ -129,7 +130,7 @@ def markdown(rows: list[dict[str, Any]], cfg: MultiQuantConfig, name: str, missi
     for method in VARIANTS:
         got = {a["abits"]: a for a in agg if a["method"] == method}
         if got:
-            table.append({"method": method, **{f"A{b}": _cell(got[b]).replace("±", " ± ") for b in bits if b in got},
+            table.append({"method": method, **{f"A{b}": _cell(got[b], " ± ") for b in bits if b in got},
                           "seeds": seeds[method], "train s": next(iter(got.values()))["seconds"]})
     cols = ["method", *[f"A{b}" for b in bits], "seeds", "train s"]
     several = "; ".join(f"{m} on seeds {s}" for m, s in seeds.items() if "," in s)  # "0, 1, 2": several seeds

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import nn
 from squeeze.errors import SqueezeError
 from squeeze.sparse.config import NMConfig
 from squeeze.sparse.layers import bake, sparsify
-from squeeze.train.classifier import augmented_batches, evaluate_top1, lr_factor
+from squeeze.train.classifier import SubsetBatches, decay_groups, evaluate_top1, lr_factor
 from squeeze.train.engine import StepContext
 
 DEFAULT_LR = {"resnet-fmnist": 0.01, "vit-fmnist": 2e-4}  # SGD fine-tune / AdamW fine-tune
@@ -78,7 +78,7 @@ def finalize(net: nn.Module) -> nn.Module:
     return out
 
 
-class NMTask:
+class NMTask(SubsetBatches):
     """Engine task: fine-tune ``float_net`` under ``cfg``'s N:M method (or dense, the baseline)."""
 
     find_unused_parameters = False
@@ -88,6 +88,7 @@ class NMTask:
         self.cfg, self.float_net, self.float_tag, self.data, self.test = cfg, float_net, float_tag, data, test
         self.name, self.epochs, self.seed = f"nm-{cfg.method}-{cfg.n}of{cfg.m}", cfg.epochs, cfg.seed
         self.lr = cfg.lr or DEFAULT_LR[cfg.model]
+        self.hflip = cfg.model == "resnet-fmnist"  # the N:M pages train the ViT without flips
         self.info: dict[str, Any] = {"layers": [], "pairs": []}
 
     def identity(self) -> dict[str, Any]:
@@ -96,22 +97,10 @@ class NMTask:
     def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
         net = copy.deepcopy(self.float_net).train()
         self.info = prepare_sparse(net, self.cfg)
-        decay = [p for p in net.parameters() if p.ndim > 1]
-        no_decay = [p for p in net.parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = decay_groups(net.named_parameters(), self.cfg.weight_decay)
         if self.cfg.model == "vit-fmnist":
             return net, [torch.optim.AdamW(groups, lr=self.lr)]
         return net, [torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)]
-
-    def _epoch_size(self) -> int:
-        return min(self.cfg.subset or len(self.data[0]), len(self.data[0]))
-
-    def steps_per_epoch(self, world: int) -> int:
-        return self._epoch_size() // self.cfg.batch_size
-
-    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        yield from augmented_batches(self.data, self.cfg.batch_size, epoch, self.cfg.seed, rank, world,
-                                     self._epoch_size(), hflip=self.cfg.model == "resnet-fmnist")
 
     def train_step(self, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         factor = lr_factor(ctx.step, ctx.total_steps)

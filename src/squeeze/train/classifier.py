@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +102,36 @@ def evaluate_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     return 100.0 * correct / len(x)
 
 
+def decay_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
+                 exempt: Callable[[str], bool] = lambda name: False) -> list[dict[str, Any]]:
+    """Two optimizer groups: weight matrices and kernels (ndim > 1) decayed; biases, norms and ``exempt`` names not."""
+    decay, no_decay = [], []
+    for name, p in named:
+        (decay if p.ndim > 1 and not exempt(name) else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class SubsetBatches:
+    """Engine-task mixin: epochs of ``cfg.subset`` shuffled, augmented training images (0 = all of ``data``).
+
+    The task sets ``cfg`` (with ``subset``, ``batch_size``, ``seed``), ``data`` and, to turn flips off, ``hflip``.
+    """
+
+    cfg: Any
+    data: tuple[torch.Tensor, torch.Tensor]
+    hflip: bool = True
+
+    def _epoch_size(self) -> int:
+        return min(self.cfg.subset or len(self.data[0]), len(self.data[0]))
+
+    def steps_per_epoch(self, world: int) -> int:
+        return self._epoch_size() // self.cfg.batch_size
+
+    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from augmented_batches(self.data, self.cfg.batch_size, epoch, self.cfg.seed, rank, world,
+                                     self._epoch_size(), hflip=self.hflip)
+
+
 class ClassifierTask:
     """Supervised classification of in-memory tensors as an engine :class:`~squeeze.train.engine.Task`.
 
@@ -127,10 +157,7 @@ class ClassifierTask:
 
     def build(self) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
         model = self.build_model()
-        decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
-        groups = [{"params": decay, "weight_decay": self.recipe.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = decay_groups(model.named_parameters(), self.recipe.weight_decay, lambda n: "pos_embed" in n)
         if self.recipe.optimizer == "sgd":
             return model, [torch.optim.SGD(groups, lr=self.recipe.lr, momentum=0.9, nesterov=True)]
         return model, [torch.optim.AdamW(groups, lr=self.recipe.lr)]

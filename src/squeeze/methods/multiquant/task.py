@@ -2,7 +2,7 @@
 with in-place distillation from the widest (MBQuant, Zhong et al., arXiv 2305.08117, section 3.4)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from squeeze.methods.multiquant.config import MultiQuantConfig
 from squeeze.methods.multiquant.network import MultiBitResNet
 from squeeze.methods.multiquant.quantizers import soft_cross_entropy
 from squeeze.methods.multiquant.reorder import order_by_importance
-from squeeze.train.classifier import augmented_batches, lr_factor
+from squeeze.train.classifier import SubsetBatches, decay_groups, lr_factor
 from squeeze.train.engine import StepContext, derived_seed
 from squeeze.zoo.resnet_fmnist import ResNetFmnist
 
@@ -57,7 +57,7 @@ def evaluate_bits(net: MultiBitResNet, x: torch.Tensor, y: torch.Tensor, bits: i
     return 100.0 * correct / len(x)
 
 
-class MultiQuantTask:
+class MultiQuantTask(SubsetBatches):
     """Engine task for :class:`MultiQuantConfig` (every variant), started from a float network."""
 
     find_unused_parameters = True  # branches and per-bit norms sit idle at some bit widths
@@ -78,21 +78,9 @@ class MultiQuantTask:
         net.init_from_float(start, self.cfg.branch_noise, self.cfg.seed, self.cfg.weight_init)
         quant = net.quantizer_parameters()
         ids = {id(p) for p in quant}
-        decay = [p for p in net.parameters() if id(p) not in ids and p.ndim > 1]
-        no_decay = [p for p in net.parameters() if id(p) not in ids and p.ndim <= 1]
-        sgd = torch.optim.SGD([{"params": decay, "weight_decay": self.cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, momentum=self.cfg.momentum)
+        weights = [(n, p) for n, p in net.named_parameters() if id(p) not in ids]
+        sgd = torch.optim.SGD(decay_groups(weights, self.cfg.weight_decay), lr=self.cfg.lr, momentum=self.cfg.momentum)
         return net, [sgd, torch.optim.Adam(quant, lr=self.cfg.quant_lr)]
-
-    def _epoch_size(self) -> int:
-        return min(self.cfg.subset or len(self.data[0]), len(self.data[0]))
-
-    def steps_per_epoch(self, world: int) -> int:
-        return self._epoch_size() // self.cfg.batch_size
-
-    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        yield from augmented_batches(self.data, self.cfg.batch_size, epoch, self.cfg.seed, rank, world,
-                                     self._epoch_size(), hflip=True)
 
     def _start_images(self) -> torch.Tensor:
         """The one training batch that sets the start (channel order, quantizer ranges); the same on every rank."""

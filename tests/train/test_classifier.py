@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from squeeze.train.classifier import ClassifierRecipe, train_classifier
+from squeeze.train.classifier import ClassifierRecipe, decay_groups, train_classifier
 from squeeze.train.engine import EngineConfig
 from squeeze.zoo.resnet_fmnist import ResNetFmnistArch, build_resnet_fmnist
 
@@ -32,3 +32,14 @@ def test_classifier_trains_and_resumes_exactly(tmp_path: Path) -> None:
     a, b = full.module.state_dict(), rest.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert replace(RECIPE, optimizer="adamw").optimizer == "adamw"
+
+
+def test_decay_groups_decay_kernels_only_and_respect_exempt_names() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                              torch.nn.Linear(2, 3))
+    decayed, plain = decay_groups(net.named_parameters(), 0.1)
+    assert (decayed["weight_decay"], plain["weight_decay"]) == (0.1, 0.0)
+    assert [id(p) for p in decayed["params"]] == [id(net[0].weight), id(net[3].weight)]
+    assert [id(p) for p in plain["params"]] == [id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias)]
+    decayed, plain = decay_groups(net.named_parameters(), 0.1, exempt=lambda name: name.startswith("3."))
+    assert [id(p) for p in decayed["params"]] == [id(net[0].weight)] and len(plain["params"]) == 5

@@ -44,7 +44,7 @@ def test_training_batch_mixes_the_three_kinds() -> None:
         training_batch(TEXT, 2, 4, 32, 0.75, seed=1, recall_frac=0.5)
 
 
-def test_config_checks_the_mix_and_reads_versions_2_to_11() -> None:
+def test_config_checks_the_mix_and_reads_versions_2_to_12() -> None:
     with pytest.raises(SqueezeError, match="recall_frac"):
         UIOConfig(passkey_frac=0.6, recall_frac=0.6)
     with pytest.raises(SqueezeError, match="raw_window"):
@@ -54,7 +54,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_11() -> None:
     old = {**UIOConfig().to_dict(), "version": 2}
     del old["recall_frac"], old["memory_read"], old["raw_window"], old["batched"], old["reservoir"], old["grad_clip"]
     del old["curriculum_segments"], old["curriculum_steps"], old["prefix_segments"], old["prefix_start"], old["lora_b_lr"]
-    del old["memory_init"]
+    del old["memory_init"], old["restarts"], old["restart_below"]
     shared = UIOConfig(reservoir="batch")  # versions <= 6 drew one reservoir per batch
     assert UIOConfig.from_dict(old) == shared  # no recall documents, k/v read, no raw window
     del old["version"]
@@ -76,6 +76,10 @@ def test_config_checks_the_mix_and_reads_versions_2_to_11() -> None:
     assert UIOConfig.from_dict(v10) == replace(UIOConfig.from_dict(v9), prefix_segments=2, lora_b_lr=1.0)
     v11 = {**v10, "version": 11, "lora_b_lr": 4.0}
     assert UIOConfig.from_dict(v11) == replace(UIOConfig.from_dict(v10), lora_b_lr=4.0, memory_init="learned")
+    v12 = {**v11, "version": 12, "memory_init": "anchor"}
+    assert UIOConfig.from_dict(v12) == replace(UIOConfig.from_dict(v11), memory_init="anchor", restarts=0)
+    with pytest.raises(SqueezeError, match="restart_below 0.0 in \\(0, 1\\]"):
+        UIOConfig(restart_below=0.0)
     with pytest.raises(SqueezeError, match="memory_init 'token' is unknown"):
         UIOConfig(memory_init="token")
     with pytest.raises(SqueezeError, match="lora_b_lr must be positive"):
@@ -90,7 +94,7 @@ def test_config_checks_the_mix_and_reads_versions_2_to_11() -> None:
         UIOConfig(reservoir="row")
     with pytest.raises(SqueezeError, match="batched must be true or false"):
         UIOConfig(batched="yes")  # type: ignore[arg-type]
-    assert UIOConfig().version == VERSION == 12
+    assert UIOConfig().version == VERSION == 13
 
 
 def test_a_prefix_puts_unscored_text_in_front_of_the_same_documents() -> None:

@@ -1,6 +1,7 @@
 """Training a memory model on the engine: adapters written, reloaded identically, resume refused on change."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,3 +148,42 @@ def test_curriculum_batches_are_short_until_its_steps_run_out() -> None:
     assert late_p == [0] * 4 + [p for _, p in drawn[4:]]  # none before prefix_start, the same draws after
     with pytest.raises(SqueezeError, match="too short for the needle"):  # checked before training starts
         UIOTask(replace(cfg, passkey_frac=0.5), base, TEXT, TEXT)  # 97 tokens: no room for a passkey
+
+
+def test_restarts_drop_attempts_that_cannot_read_keys_when_the_curriculum_ends(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from squeeze.memory.task import UIOTask  # noqa: PLC0415
+    from squeeze.train.checkpoint import load_tensors  # noqa: PLC0415
+    from squeeze.train.engine import derived_seed  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    cfg = UIOConfig(segment=32, memory=4, doc_segments=5, curriculum_segments=3, curriculum_steps=2, steps=6,
+                    steps_per_epoch=2, batch_size=2, passkey_frac=0.0, restarts=2)
+    first = derived_seed(cfg.seed, 89, 1)  # attempt 1's seed: the only one that "reads" keys below
+
+    def evaluate(self: UIOTask, module: torch.nn.Module) -> dict[str, float]:
+        return {"val_passkey_acc": 1.0 if self.seed == first else 0.0}
+
+    monkeypatch.setattr(UIOTask, "evaluate", evaluate)
+    data = {"base": base, "tokens": TEXT, "val_tokens": TEXT}
+    summary = train_uio(cfg, EngineConfig(tmp_path / "r", progress=False), **data)
+    assert [(d["attempt"], d["seed"], d["gate_passkey_acc"]) for d in summary["restarted"]] == [(0, cfg.seed, 0.0)]
+    assert len(summary["log"]) == cfg.epochs and not (tmp_path / "r" / "attempt-2").exists()
+    assert len(json.loads((tmp_path / "r" / "attempt-0" / "log.json").read_text())) == 1  # stopped at the gate
+    # attempt 1 is the plain run of its seed
+    train_uio(replace(cfg, restarts=0, seed=first), EngineConfig(tmp_path / "plain", progress=False), **data)
+    a, b = load_tensors(tmp_path / "r" / "uio.safetensors"), load_tensors(tmp_path / "plain" / "uio.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # an interrupted attempt resumes to the same adapters; max_epochs cannot split a run with restarts
+    train_uio(replace(cfg, restarts=0), EngineConfig(tmp_path / "k" / "attempt-0", progress=False, max_epochs=1),
+              **data)
+    with pytest.raises(SqueezeError, match="already holds a checkpoint"):
+        train_uio(cfg, EngineConfig(tmp_path / "k", progress=False), **data)
+    train_uio(cfg, EngineConfig(tmp_path / "k", resume=True, progress=False), **data)
+    c = load_tensors(tmp_path / "k" / "uio.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(SqueezeError, match="max_epochs"):
+        train_uio(cfg, EngineConfig(tmp_path / "m", progress=False, max_epochs=1), **data)
+    with pytest.raises(SqueezeError, match="restarts need a curriculum"):
+        replace(cfg, curriculum_steps=3)

@@ -70,7 +70,7 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
               ) -> tuple[dict[tuple[str, int], nn.Module], dict[tuple[str, int], float]]:
     """One trained (or reused) memory model per entry of :data:`MEMORY_METHODS` and training seed (``uio``: each
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training
-    seconds (the sum of its epochs', in-training evaluations included, from its run file)."""
+    seconds (the sum of its epochs', in-training evaluations and dropped restarts included, from its run file)."""
     from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
     from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415
@@ -86,10 +86,11 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
             tag = hashlib.sha1(f"{base_print} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()
             run = folder / f"uio-{method}-{tag[:10]}"
             if not (run / META).is_file():
-                engine = EngineConfig(run, resume=(run / CHECKPOINT).is_file())
+                engine = EngineConfig(run, resume=next(run.rglob(CHECKPOINT), None) is not None)  # attempt-*/ too
                 train_uio(cfg, engine, base=base, tokens=tokens, val_tokens=val_tokens)
             models[method, seed] = load_uio(run, base=base)
-            seconds[method, seed] = sum(e["seconds"] for e in json.loads((run / META).read_text())["log"])
+            meta = json.loads((run / META).read_text())
+            seconds[method, seed] = sum(e["seconds"] for e in meta["log"] + meta.get("restarted", []))
     return models, seconds
 
 

@@ -7,9 +7,9 @@ from typing import Any
 from squeeze.config import build_fields
 from squeeze.errors import SqueezeError
 
-VERSION = 12  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
+VERSION = 13  # 2: memory_positions; 3: recall_frac; 4: memory_read; 5: raw_window; 6: batched; 7: reservoir;
 # 8: grad_clip; 9: curriculum_segments, curriculum_steps; 10: prefix_segments, prefix_start; 11: lora_b_lr;
-# 12: memory_init
+# 12: memory_init; 13: restarts, restart_below
 GRAD_MODES = ("full-bptt", "detached", "uio-biased", "uio", "uio-unweighted")
 MEMORY_POSITIONS = ("compact", "none")
 MEMORY_READS = ("kv", "kvqo")
@@ -61,6 +61,12 @@ class UIOConfig:
             ``curriculum_segments`` segments instead of T (0 / 0: off, as in the paper and versions <= 8; a
             deviation). With ``curriculum_segments <= keep + 1`` every memory a loss reads is
             kept, so ``uio`` gives full BPTT's exact gradient until the documents grow.
+        restarts / restart_below: when the curriculum ends with a validation passkey accuracy (whole keys,
+            ``val_passkey_acc``) below ``restart_below``, drop the run and train the curriculum again from a
+            fresh start on another seed, at most ``restarts`` times; the last attempt always runs to the end
+            (0: never, as in the paper and versions <= 12; a deviation). Runs that cannot read keys when the
+            cheap short documents end do not learn to later (``docs/methods/uio.md``), so only that phase is
+            repeated. Attempt ``a`` trains in ``WORKDIR/attempt-a``; attempt 0 is the plain run of ``seed``.
         prefix_segments: P, the most distractor segments in front of a training document (0: none, as in the
             paper and versions <= 9; a deviation). Each step draws p uniformly from 0..P; every document
             of the step is preceded by p segments of unscored text whose memories its segments read before
@@ -96,6 +102,8 @@ class UIOConfig:
     doc_segments: int = 8
     curriculum_segments: int = 0
     curriculum_steps: int = 0
+    restarts: int = 0
+    restart_below: float = 0.5
     prefix_segments: int = 0
     prefix_start: int = 0
     passkey_frac: float = 0.5
@@ -147,6 +155,13 @@ class UIOConfig:
             raise SqueezeError(f"curriculum_segments {self.curriculum_segments} must lie in raw_window + 2 = "
                                f"{self.raw_window + 2} .. doc_segments = {self.doc_segments}, and curriculum_steps "
                                f"{self.curriculum_steps} must be <= steps {self.steps}")
+        if self.restarts < 0 or not 0.0 < self.restart_below <= 1.0:
+            raise SqueezeError(f"restarts {self.restarts} must be >= 0 and restart_below {self.restart_below} in (0, 1]")
+        if self.restarts and not (0 < self.curriculum_steps < self.steps
+                                  and self.curriculum_steps % self.steps_per_epoch == 0):
+            raise SqueezeError(f"restarts need a curriculum that ends at an epoch boundary before the last step "
+                               f"(curriculum_steps {self.curriculum_steps}, a multiple of steps_per_epoch "
+                               f"{self.steps_per_epoch}, below steps {self.steps})")
         if self.prefix_segments < 0:
             raise SqueezeError(f"prefix_segments {self.prefix_segments} must be >= 0 (0 turns the distractor prefix off)")
         if not 0 <= self.prefix_start <= self.steps:
@@ -204,5 +219,7 @@ class UIOConfig:
         if d.get("version") == 10 and "lora_b_lr" not in d:  # version 10 trained every adapter at one lr
             d = {**d, "version": 11, "lora_b_lr": 1.0}
         if d.get("version") == 11 and "memory_init" not in d:  # version 11 had one learned memory embedding
-            d = {**d, "version": VERSION, "memory_init": "learned"}
+            d = {**d, "version": 12, "memory_init": "learned"}
+        if d.get("version") == 12 and "restarts" not in d:  # version 12 never restarted a run
+            d = {**d, "version": VERSION, "restarts": 0, "restart_below": 0.5}
         return build_fields(cls, d, "UIO")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from squeeze.data.tokenizers import BYTES, Tokenizer, hf_folder_options, load_tokenizer
 from squeeze.errors import SqueezeError
@@ -146,17 +148,58 @@ def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens
         check_tokenizer(base, tok, cfg.base)
         tokens = text_tokens(tok, "train")
     val_tokens = text_tokens(tok, "val") if val_tokens is None else val_tokens
-    task = UIOTask(cfg, base, tokens, val_tokens, tok=tok)
-    result = fit(task, engine)
+
+    def make_task(c: UIOConfig) -> UIOTask:
+        return UIOTask(c, base, tokens, val_tokens, tok=tok)
+
+    result, dropped = fit_with_restarts(cfg, engine, make_task) if cfg.restarts else (fit(make_task(cfg), engine), [])
     model: MemoryLM = result.module
     summary = {"config": cfg.to_dict(), "extra_params": model.extra_parameters(),
                "base_params": sum(p.numel() for p in base.parameters()), "log": result.log}
+    if cfg.restarts:  # the attempts dropped at the end of the curriculum (their training time counts too)
+        summary["restarted"] = dropped
     summary["extra_ratio"] = summary["extra_params"] / summary["base_params"]
     if result.rank == 0 and result.log and result.log[-1]["epoch"] == cfg.epochs:
         trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         atomic_save_tensors(engine.workdir / ADAPTERS, trainable)
         write_json(engine.workdir / META, summary)
     return summary
+
+
+def fit_with_restarts(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig], UIOTask]
+                      ) -> tuple[Any, list[dict[str, Any]]]:
+    """Fit ``cfg`` with up to ``cfg.restarts`` fresh starts of its curriculum (see :class:`UIOConfig`).
+
+    Attempt ``a`` is a plain run (``restarts=0``) in ``WORKDIR/attempt-a``: attempt 0 on ``cfg.seed``,
+    later ones on derived seeds. Each trains to the end of the curriculum; the first whose validation
+    passkey accuracy there reaches ``restart_below`` (or the last attempt) resumes to the end. Returns the
+    engine's result for that attempt and, per dropped attempt, its seed, gate accuracy and seconds.
+    """
+    from squeeze.train.engine import derived_seed, fit  # noqa: PLC0415
+    from squeeze.train.state import CHECKPOINT, read_meta  # noqa: PLC0415
+
+    if engine.max_epochs is not None:
+        raise SqueezeError("restarts cannot be split into max_epochs pieces; drop max_epochs or set restarts=0")
+    gate = cfg.curriculum_steps // cfg.steps_per_epoch  # the epoch that ends the curriculum (1-based)
+    dropped: list[dict[str, Any]] = []
+    for attempt in range(cfg.restarts + 1):
+        run = replace(cfg, restarts=0, seed=derived_seed(cfg.seed, 89, attempt) if attempt else cfg.seed)
+        folder = engine.workdir / f"attempt-{attempt}"
+        # --resume continues every attempt already on disk; without it an existing attempt is refused by fit
+        resume = engine.resume and (attempt == 0 or (folder / CHECKPOINT).is_file())
+        task, eng = make_task(run), replace(engine, workdir=folder, resume=resume)
+        done = read_meta(folder / CHECKPOINT)["epoch"] if resume else 0
+        if done < gate:
+            fit(task, replace(eng, max_epochs=gate - done))
+        log = read_meta(folder / CHECKPOINT)["log"]
+        acc = float(log[gate - 1]["val_passkey_acc"])
+        if acc >= cfg.restart_below or attempt == cfg.restarts:
+            return fit(task, replace(eng, resume=True)), dropped
+        dropped.append({"attempt": attempt, "seed": run.seed, "gate_passkey_acc": acc,
+                        "seconds": round(sum(e["seconds"] for e in log[:gate]), 2)})
+        tqdm.write(f"attempt {attempt} (seed {run.seed}) reads {acc:.3f} of the validation keys when its curriculum "
+                   f"ends, below restart_below {cfg.restart_below}: restarting")
+    raise AssertionError("unreachable: the last attempt always returns")
 
 
 def load_uio(folder: Path, base: nn.Module | None = None) -> MemoryLM:

@@ -44,13 +44,17 @@ BASELINES = ("truncated", "sliding-window")
 # The first 1,000 steps train on 3-segment documents (the curriculum, a deviation: docs/methods/uio.md), the rest on 8.
 BENCH_FIELDS = {"segment": 64, "memory": 32, "memory_positions": "compact", "doc_segments": 8,
                 "curriculum_segments": 3, "curriculum_steps": 1000, "steps": 2000, "steps_per_epoch": 250,
-                "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "batched": True, "seed": 0}
+                "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "batched": True, "restarts": 2,
+                "restart_below": 0.5, "seed": 0}
 BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 40,
               "cost_x": (1, 2, 4, 8, 16, 32), "cost_repeats": 11}
 # The memory models: one per mode of BENCH_MODES, plus ``uio-window`` (uio with the last segment kept raw in the
 # decoder, a deviation from the paper that shows what the memories add to a local window; docs/methods/uio.md).
 BENCH_MODES = ("full-bptt", "detached", "uio-biased", "uio")  # `uio-unweighted` is a one-off (docs), not benched
+# ``detached`` trains without restarts: no gradient reaches the encoder through its memories, so it never reads
+# the validation keys at the gate (0 in every run so far) and a restart would only spend time.
 MEMORY_METHODS: dict[str, dict[str, Any]] = {**{mode: {"grad_mode": mode} for mode in BENCH_MODES},
+                                             "detached": {"grad_mode": "detached", "restarts": 0},
                                              "uio-window": {"grad_mode": "uio", "raw_window": 1}}
 COSTED = ("uio", "uio-window", *BASELINES)  # timed against full attention
 # `uio`, the model the passkey target is about, trains on several seeds: its runs spread widely with the seed
@@ -67,10 +71,11 @@ QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs":
 
 def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...], folder: Path,
               tokens: torch.Tensor, val_tokens: torch.Tensor
-              ) -> tuple[dict[tuple[str, int], nn.Module], dict[tuple[str, int], float]]:
+              ) -> tuple[dict[tuple[str, int], nn.Module], dict[tuple[str, int], tuple[float, int]]]:
     """One trained (or reused) memory model per entry of :data:`MEMORY_METHODS` and training seed (``uio``: each
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training
-    seconds (the sum of its epochs', in-training evaluations and dropped restarts included, from its run file)."""
+    seconds (the sum of its epochs', in-training evaluations and dropped restarts included, from its run file)
+    and number of dropped restarts."""
     from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
     from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415
@@ -90,7 +95,8 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
                 train_uio(cfg, engine, base=base, tokens=tokens, val_tokens=val_tokens)
             models[method, seed] = load_uio(run, base=base)
             meta = json.loads((run / META).read_text())
-            seconds[method, seed] = sum(e["seconds"] for e in meta["log"] + meta.get("restarted", []))
+            dropped = meta.get("restarted", [])
+            seconds[method, seed] = (sum(e["seconds"] for e in meta["log"] + dropped), len(dropped))
     return models, seconds
 
 
@@ -223,6 +229,10 @@ def recipe(info: dict[str, Any]) -> str:
     text = f"{info['steps']} steps of {info['batch_size']} documents x {info['doc_segments']} segments"
     if info.get("curriculum_steps"):
         text += f" (the first {info['curriculum_steps']} steps: {info['curriculum_segments']} segments)"
+    if info.get("restarts"):
+        text += (f"; a run that reads under {100 * info['restart_below']:.0f} % of the validation passkeys when "
+                 f"those steps end is dropped and retrained from a fresh model on a derived seed, at most "
+                 f"{info['restarts']} times (`detached` never restarts)")
     return text
 
 
@@ -263,6 +273,8 @@ def checks(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[str]:
                      f"{mark[ratio <= t['time_ratio']]}")
     runs = [s for each in info["train_s"].values() for s in each]
     each = ", ".join(f"{m} {' + '.join(f'{s / 60:.1f}' for s in ss)}" for m, ss in info["train_s"].items())
+    restarts = ", ".join(f"{m} {' + '.join(map(str, n))}" for m, n in info.get("dropped", {}).items() if any(n))
+    each += f"; dropped attempts: {restarts}" if restarts else ""
     total = sum(runs) / 60
     lines += [f"- training: {total:.1f} min for the {len(runs)} memory-model runs ({each}; target <= "
               f"{t['train_min']:.0f} min on 2 CPU cores): {mark[total <= t['train_min']]}", ""]
@@ -313,11 +325,13 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), ba
     raw = measure(models, base, ev, val_tokens, fields["seed"])
     extra = models["uio", fields["seed"]].extra_parameters()
     train_s: dict[str, list[float]] = {}
-    for (method, _), sec in seconds.items():
+    dropped: dict[str, list[int]] = {}
+    for (method, _), (sec, n) in seconds.items():
         train_s.setdefault(method, []).append(sec)
+        dropped.setdefault(method, []).append(n)
     info = {**fields, "uio_seeds": list(uio_seeds), "base_context": base_context(base), "extra_params": extra,
             "extra_ratio": extra / sum(p.numel() for p in base.parameters()), "quick": quick,
-            "cost_repeats": ev["cost_repeats"], "train_s": train_s}
+            "cost_repeats": ev["cost_repeats"], "train_s": train_s, "dropped": dropped}
     rows = to_rows(raw, info, time.perf_counter() - start)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, "long-context", rows, markdown(rows, info))

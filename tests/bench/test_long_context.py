@@ -82,5 +82,6 @@ def test_checks_use_the_mean_over_seeds() -> None:
 
 def test_recipe_names_the_restarts() -> None:
     info = {**BENCH_FIELDS}
-    assert "under 50 % of the validation passkeys" in recipe(info) and "at most 2 times" in recipe(info)
+    text = recipe(info)
+    assert "under 50 % of the validation passkeys" in text and "at most 2 times (`detached` never" in text
     assert "dropped" not in recipe({**info, "restarts": 0})

@@ -21,9 +21,9 @@ base model's value for the same metric and length (the reference). Writes long-c
 Budget (measured on 2 idle CPU threads): training each memory model (32 memory tokens per 64-token
 segment, 2,000 steps of 4 documents, the first 1,000 of 3 segments and the rest of 8, batched execution, with 8
 in-training evaluations) takes 6-12 min, a dropped restart 2-3 min more; the seven runs (``uio`` on three
-seeds) took 53 min without restarts on one machine, 89 min with them (six dropped attempts) on one 1.4-2x
-slower (target <= 60 min for training); the page states the measured total. The measurements alone (trained
-models reused) take ~10-12 min.
+seeds) took 53 min without restarts on one machine, 89 min with them (six dropped attempts) on a machine
+1.4-2x slower (target <= 60 min for training); the page states the measured total. The measurements alone
+(trained models reused) take ~10-12 min.
 """
 from __future__ import annotations
 
@@ -234,7 +234,9 @@ def recipe(info: dict[str, Any]) -> str:
     if info.get("restarts"):
         text += (f"; a run that reads under {100 * info['restart_below']:.0f} % of the validation passkeys when "
                  f"those steps end is dropped and retrained from a fresh model on a derived seed, at most "
-                 f"{info['restarts']} times (`detached` never restarts)")
+                 f"{info['restarts']} times")
+        never = [f"`{m}`" for m, options in MEMORY_METHODS.items() if options.get("restarts") == 0]
+        text += f" ({', '.join(never)} never restarts)" if never else ""
     return text
 
 

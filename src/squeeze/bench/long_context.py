@@ -76,8 +76,8 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
               ) -> tuple[dict[tuple[str, int], nn.Module], dict[tuple[str, int], tuple[float, int]]]:
     """One trained (or reused) memory model per entry of :data:`MEMORY_METHODS` and training seed (``uio``: each
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training
-    seconds (the sum of its epochs', in-training evaluations and dropped restarts included, from its run file)
-    and number of dropped restarts."""
+    seconds (the sum of its training epochs', dropped restarts included, from its run file; the in-training
+    evaluations between epochs are not timed, a few seconds per run) and number of dropped restarts."""
     from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
     from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415

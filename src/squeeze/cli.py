@@ -262,8 +262,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (recorded in every row)")
     bench.add_argument("--cache-dir", default="runs/bench", help="where finished cells are kept for resuming")
     bench.add_argument("--methods", default="", help="comma list: run only these methods' cells now (vit-ptq, dfq, sr-ptq)")
-    bench.add_argument("--workers", type=int, default=1, help="nm: train this many runs at once, each process "
-                       "with an equal share of the CPU threads (2 on a 2-core machine)")
+    bench.add_argument("--workers", type=int, default=1, help="nm, long-context: train this many runs at once, "
+                       "each process with an equal share of the CPU threads (2 on a 2-core machine)")
     bench.add_argument("--cached-only", action="store_true",
                        help="write results from the cells/runs already finished, listing the missing ones")
     bench.set_defaults(fn=cmd_bench)

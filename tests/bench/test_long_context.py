@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
-from squeeze.bench.long_context import (BENCH_FIELDS, BENCH_MODES, MEMORY_METHODS, QUICK_UIO_SEEDS, _cell, checks,
-                                        recipe, run, seed_values)
+from squeeze.bench.long_context import (BENCH_FIELDS, BENCH_MODES, MEMORY_METHODS, QUICK_FIELDS, QUICK_UIO_SEEDS,
+                                        _cell, budget_line, checks, recipe, run, seed_values, train_all,
+                                        wall_seconds)
 from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, encode
 
 TEXT = ("Now is the winter of our discontent made glorious summer by this sun of York; " * 60)
@@ -69,8 +71,8 @@ def test_checks_use_the_mean_over_seeds() -> None:
         for s, acc in zip(seeds, (0.95, 0.92, 0.6) if m == "uio" else (0.5,)):
             rows += [row(m, s, "passkey_acc", 8, acc), row(m, s, "ppl", 8, 3.9 + s / 10)]
         rows += [row(m, 0, "sec_per_token", x, 1e-3) for x in (1, 32)]
-    info = {"train_s": {"uio": [600.0, 600.0, 600.0], "full-bptt": [600.0]},
-            "dropped": {"uio": [1, 0, 2], "full-bptt": [0]}}
+    info = {"train": {"uio": [{"seconds": 600.0, "dropped": n, "threads": 2} for n in (1, 0, 2)],
+                      "full-bptt": [{"seconds": 600.0, "dropped": 0, "threads": None}]}}
     text = "\n".join(checks(rows, info))
     # two seeds of three reach 90 %, but the mean (82.3 %) does not
     assert "passkey at 8x, uio: 82.3 % (mean ± std 82.3 ± 19.4 over 3 seeds: 95.0 / 92.0 / 60.0; 2 at the target)" \
@@ -85,3 +87,35 @@ def test_recipe_names_the_restarts() -> None:
     text = recipe(info)
     assert "under 50 % of the validation passkeys" in text and "at most 2 times (`detached` never" in text
     assert "dropped" not in recipe({**info, "restarts": 0})
+
+
+def test_wall_seconds_counts_overlapping_runs_once() -> None:
+    # two runs side by side (0-100 s and 50-150 s), one later (200-260 s), one without a recorded end (30 s)
+    assert wall_seconds([(100.0, 100.0), (150.0, 100.0), (260.0, 60.0), (None, 30.0)]) == 150.0 + 60.0 + 30.0
+    assert wall_seconds([(10.0, 10.0), (20.0, 10.0)]) == 20.0  # one after another: the sum
+    assert wall_seconds([(100.0, 100.0), (60.0, 20.0)]) == 100.0  # one inside the other
+
+
+def test_budget_line_counts_wall_time() -> None:
+    side = {"uio": [{"seconds": 1800.0, "dropped": 0, "spans": [(1800.0, 1800.0)]},
+                    {"seconds": 1800.0, "dropped": 1, "spans": [(1900.0, 1800.0)]}]}
+    assert budget_line(side) == ("- training: 31.7 min for the 2 memory-model runs (uio 30.0 + 30.0; dropped attempts: "
+                                 "uio 0 + 1; 60.0 min summed, runs side by side counted once; target <= 60 min on 2 "
+                                 "CPU cores): met")
+    old = {"uio": [{"seconds": 1900.0, "dropped": 0}, {"seconds": 1900.0, "dropped": 0, "spans": None}]}
+    assert budget_line(old).startswith("- training: 63.3 min for the 2 memory-model runs (uio 31.7 + 31.7; target")
+    assert budget_line(old).endswith("): NOT met")
+
+
+def test_train_all_with_two_workers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    tokens = encode(TEXT)
+    models, records = train_all(base, QUICK_FIELDS, (0,), tmp_path, tokens, tokens, workers=2)
+    assert set(models) == {(m, 0) for m in MEMORY_METHODS}
+    # each run trained in its own process on an equal share of the threads
+    assert {r["threads"] for r in records.values()} == {max(1, (os.cpu_count() or 1) // 2)}
+    written = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/uio.json")}
+    assert len(written) == len(MEMORY_METHODS)
+    train_all(base, QUICK_FIELDS, (0,), tmp_path, tokens, tokens)  # finished runs are reused, not retrained
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/uio.json")} == written

@@ -14,7 +14,7 @@ _SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "nm": ("squeeze.bench.nm", ("only", "device", "cache_dir", "cached_only", "workers")),
     "sr-ptq": ("squeeze.bench.sr_ptq", ("only", "device", "cache_dir", "cached_only", "methods")),
     "dfq": ("squeeze.bench.dfq", ("only", "device", "cache_dir", "cached_only", "methods")),
-    "long-context": ("squeeze.bench.long_context", ("cache_dir",)),
+    "long-context": ("squeeze.bench.long_context", ("cache_dir", "workers")),
     "deploy": ("squeeze.bench.deploy", ("only",)),
     "undem": ("squeeze.bench.undem", ("cache_dir",)),
     "hqss": ("squeeze.bench.hqss", ("cache_dir",)),

@@ -222,3 +222,19 @@ def save_figure(fig: Any, path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def train_parallel(worker: Callable[[tuple[Any, ...]], str], jobs: list[tuple[Any, ...]], workers: int) -> None:
+    """Run ``worker(job + (threads,))`` for every job, ``workers`` at a time in spawned processes, each with
+    an equal share of the CPU threads (``worker`` must be a module-level function that sets them).
+
+    The jobs are independent training runs, so this is plain process parallelism (no shared state); each
+    run still resumes from its own folder if killed.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
+    from multiprocessing import get_context  # noqa: PLC0415
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        for done in as_completed([pool.submit(worker, (*job, threads)) for job in jobs]):
+            print(f"finished {done.result()}", flush=True)

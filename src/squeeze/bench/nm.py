@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import fingerprint, save_figure
+from squeeze.bench.common import fingerprint, save_figure, train_parallel
 from squeeze.report import Report, format_table, peak_rss_mb
 
 COMMAND = "squeeze bench nm"
@@ -185,22 +185,6 @@ def _train_in_worker(args: tuple[Any, ...]) -> str:
     return f"{method} {n}:{m}"
 
 
-def train_parallel(jobs: list[tuple[Any, ...]], workers: int) -> None:
-    """Train unfinished runs ``workers`` at a time, each process with an equal share of the CPU threads.
-
-    Runs are independent, so this is plain process parallelism (spawned processes, no shared state); each
-    run still resumes from its own folder if killed.
-    """
-    import os  # noqa: PLC0415
-    from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
-    from multiprocessing import get_context  # noqa: PLC0415
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for done in as_completed([pool.submit(_train_in_worker, (*job, threads)) for job in jobs]):
-            print(f"finished {done.result()}", flush=True)
-
-
 def plan(ratios: tuple[tuple[int, int], ...], only: list[str] | None = None) -> list[tuple[str, int, int]]:
     """Every (method, n, m) run, those the issue's claims compare first (so a staged run answers them first)."""
     cells = [(method, n, m) for method in only or METHODS for n, m in (ratios[:1] if method == "dense" else ratios)]
@@ -237,7 +221,7 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
     folders = {c: Path(cache_dir) / name / f"{c[0]}-{c[1]}of{c[2]}-{tag}-{schedule}" for c in plan(ratios, only)}
     todo = [(*c, fields, f, accelerator, test_limit) for c, f in folders.items() if not (f / RESULT).is_file()]
     if workers > 1 and not cached_only and todo:
-        train_parallel(todo, workers)
+        train_parallel(_train_in_worker, todo, workers)
     rows, missing = [], []
     for (method, n, m), folder in folders.items():
         if cached_only and not (folder / RESULT).is_file():

@@ -154,8 +154,10 @@ def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens
 
     result, dropped = fit_with_restarts(cfg, engine, make_task) if cfg.restarts else (fit(make_task(cfg), engine), [])
     model: MemoryLM = result.module
+    # threads: of the process that finished the run (the bench reads it to know how its seconds were timed)
     summary = {"config": cfg.to_dict(), "extra_params": model.extra_parameters(),
-               "base_params": sum(p.numel() for p in base.parameters()), "log": result.log}
+               "base_params": sum(p.numel() for p in base.parameters()), "log": result.log,
+               "threads": torch.get_num_threads()}
     if cfg.restarts:  # the attempts dropped at the end of the curriculum (their training time counts too)
         summary["restarted"] = dropped
     summary["extra_ratio"] = summary["extra_params"] / summary["base_params"]
@@ -196,7 +198,8 @@ def fit_with_restarts(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfi
         if acc >= cfg.restart_below or attempt == cfg.restarts:
             return fit(task, replace(eng, resume=True)), dropped
         dropped.append({"attempt": attempt, "seed": run.seed, "gate_passkey_acc": acc,
-                        "seconds": round(sum(e["seconds"] for e in log[:gate]), 2)})
+                        "seconds": round(sum(e["seconds"] for e in log[:gate]), 2),
+                        "ended": log[gate - 1].get("ended")})
         tqdm.write(f"attempt {attempt} (seed {run.seed}) reads {acc:.3f} of the validation keys when its curriculum "
                    f"ends, below restart_below {cfg.restart_below}: restarting")
     raise AssertionError("unreachable: the last attempt always returns")

@@ -154,7 +154,7 @@ def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens
 
     result, dropped = fit_with_restarts(cfg, engine, make_task) if cfg.restarts else (fit(make_task(cfg), engine), [])
     model: MemoryLM = result.module
-    # threads: of the process that finished the run (the bench reads it to know how its seconds were timed)
+    # threads: of the process that finished the run (one-thread runs are bit-reproducible, two-thread ones not)
     summary = {"config": cfg.to_dict(), "extra_params": model.extra_parameters(),
                "base_params": sum(p.numel() for p in base.parameters()), "log": result.log,
                "threads": torch.get_num_threads()}

@@ -249,7 +249,7 @@ def fit(task: Task, cfg: EngineConfig) -> FitResult:
         if rank == 0:
             save_state(ckpt, module, optimizers, identity, state, frozen)
             write_log(cfg.workdir, state.log)
-            tqdm.write(" ".join(f"{k}={_fmt(v)}" for k, v in state.log[-1].items()))
+            tqdm.write(" ".join(f"{k}={_fmt(v)}" for k, v in state.log[-1].items() if k != "ended"))
         fabric.barrier()
     return FitResult(module, state.log, rank)
 

@@ -97,8 +97,8 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training record:
     ``seconds`` (the sum of its training epochs', dropped restarts included, from its run file; the
     in-training evaluations between epochs are not timed, a few seconds per run), ``dropped`` (restarts),
-    ``threads`` (torch threads of the process that trained it) and ``spans`` (per epoch or dropped attempt:
-    wall-clock end and seconds); the last two are None for runs from before they were recorded.
+    ``threads`` (torch threads of the process that trained it; None for runs from before it was recorded) and
+    ``spans`` (per epoch or dropped attempt: wall-clock end, None for such older runs, and seconds).
     ``workers`` > 1 trains the missing runs that many at a time, each process with an equal share of the
     threads."""
     from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415

@@ -43,12 +43,17 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert {r["seed"] for r in rows if r["method"] == "uio" and r["metric"] == "ppl"} == set(QUICK_UIO_SEEDS)
     assert {r["seed"] for r in rows if r["method"] != "uio"} == {0}
     assert "## `uio` per training seed" in md
+    assert "Produced by `squeeze bench long-context` (training seed 0;" in md
     uio_ppl = [r["quant"] for r in rows if (r["method"], r["metric"], r["context_x"]) == ("uio", "ppl", 1)]
     assert _cell(uio_ppl) in md  # the page's uio cells are the mean ± std of its seeds' rows
     runs = sorted(p.name for p in (tmp_path / "cache" / "long-context-quick").iterdir())
     # uio trains on every seed of QUICK_UIO_SEEDS (one folder each), the other memory models on seed 0
     assert len(runs) == 5 + len(QUICK_UIO_SEEDS) - 1 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()
                                   for r in runs) and runs[0].startswith("uio-detached-")
+    # the page names the command it was run with (here every run is reused, so nothing trains)
+    run(tmp_path / "out", quick=True, cache_dir=tmp_path / "cache", base=base, tokens=tokens, val_tokens=tokens,
+        workers=2)
+    assert "Produced by `squeeze bench long-context --workers 2` (" in (tmp_path / "out" / "long-context.md").read_text()
 
 
 def test_seed_values_and_cells() -> None:
@@ -71,8 +76,8 @@ def test_checks_use_the_mean_over_seeds() -> None:
         for s, acc in zip(seeds, (0.95, 0.92, 0.6) if m == "uio" else (0.5,)):
             rows += [row(m, s, "passkey_acc", 8, acc), row(m, s, "ppl", 8, 3.9 + s / 10)]
         rows += [row(m, 0, "sec_per_token", x, 1e-3) for x in (1, 32)]
-    info = {"train": {"uio": [{"seconds": 600.0, "dropped": n, "threads": 2} for n in (1, 0, 2)],
-                      "full-bptt": [{"seconds": 600.0, "dropped": 0, "threads": None}]}}
+    info = {"train": {"uio": [{"spans": [(None, 600.0)], "dropped": n, "threads": 2} for n in (1, 0, 2)],
+                      "full-bptt": [{"spans": [(None, 600.0)], "dropped": 0, "threads": None}]}}
     text = "\n".join(checks(rows, info))
     # two seeds of three reach 90 %, but the mean (82.3 %) does not
     assert "passkey at 8x, uio: 82.3 % (mean ± std 82.3 ± 19.4 over 3 seeds: 95.0 / 92.0 / 60.0; 2 at the target)" \
@@ -97,12 +102,14 @@ def test_wall_seconds_counts_overlapping_runs_once() -> None:
 
 
 def test_budget_line_counts_wall_time() -> None:
-    side = {"uio": [{"seconds": 1800.0, "dropped": 0, "spans": [(1800.0, 1800.0)]},
-                    {"seconds": 1800.0, "dropped": 1, "spans": [(1900.0, 1800.0)]}]}
+    # two runs of two spans each (an epoch and a dropped restart), on one thread side by side
+    side = {"uio": [{"spans": [(900.0, 900.0), (1800.0, 900.0)], "dropped": 0, "threads": 1},
+                    {"spans": [(1000.0, 900.0), (1900.0, 900.0)], "dropped": 1, "threads": 1}]}
     assert budget_line(side) == ("- training: 31.7 min for the 2 memory-model runs (uio 30.0 + 30.0; dropped attempts: "
-                                 "uio 0 + 1; 60.0 min summed, runs side by side counted once; target <= 60 min on 2 "
-                                 "CPU cores): met")
-    old = {"uio": [{"seconds": 1900.0, "dropped": 0}, {"seconds": 1900.0, "dropped": 0, "spans": None}]}
+                                 "uio 0 + 1; 60.0 min summed, runs side by side counted once; torch threads per run: "
+                                 "1; target <= 60 min on 2 CPU cores): met")
+    # runs from before end times and threads were logged count their sum
+    old = {"uio": [{"spans": [(None, 1900.0)], "dropped": 0, "threads": None} for _ in range(2)]}
     assert budget_line(old).startswith("- training: 63.3 min for the 2 memory-model runs (uio 31.7 + 31.7; target")
     assert budget_line(old).endswith("): NOT met")
 

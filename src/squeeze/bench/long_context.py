@@ -95,10 +95,10 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
               ) -> tuple[dict[tuple[str, int], nn.Module], dict[tuple[str, int], dict[str, Any]]]:
     """One trained (or reused) memory model per entry of :data:`MEMORY_METHODS` and training seed (``uio``: each
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training record:
-    ``seconds`` (the sum of its training epochs', dropped restarts included, from its run file; the
-    in-training evaluations between epochs are not timed, a few seconds per run), ``dropped`` (restarts),
-    ``threads`` (torch threads of the process that trained it; None for runs from before it was recorded) and
-    ``spans`` (per epoch or dropped attempt: wall-clock end, None for such older runs, and seconds).
+    ``spans`` (per training epoch or dropped restart, from its run file: wall-clock end, None for runs from
+    before it was logged, and seconds; the in-training evaluations between epochs are not timed, a few
+    seconds per run), ``dropped`` (restarts) and ``threads`` (torch threads of the process that trained it;
+    None for runs from before it was recorded).
     ``workers`` > 1 trains the missing runs that many at a time, each process with an equal share of the
     threads."""
     from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
@@ -123,9 +123,8 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
         models[key] = load_uio(run, base=base)
         meta = json.loads((run / META).read_text())
         dropped = meta.get("restarted", [])
-        records[key] = {"seconds": sum(e["seconds"] for e in meta["log"] + dropped), "dropped": len(dropped),
-                        "threads": meta.get("threads"),
-                        "spans": [(e.get("ended"), e["seconds"]) for e in meta["log"] + dropped]}
+        records[key] = {"spans": [(e.get("ended"), e["seconds"]) for e in meta["log"] + dropped],
+                        "dropped": len(dropped), "threads": meta.get("threads")}
     return models, records
 
 
@@ -226,8 +225,10 @@ def per_seed(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     """Perplexity, passkey and cost tables (methods x context multiples; mean ± std over training seeds)."""
+    workers = info.get("workers", 1)
+    command = f"{COMMAND} --workers {workers}" if workers > 1 else COMMAND
     parts = [f"# Long context: UIO memory model on `{MODEL}`\n",
-             f"Produced by `{COMMAND}` (training seed {info['seed']}; `uio` on seeds "
+             f"Produced by `{command}` (training seed {info['seed']}; `uio` on seeds "
              f"{', '.join(map(str, info['uio_seeds']))}, its cells mean ± std over them; evaluation documents "
              f"drawn with fixed seeds {PPL_SEED} (perplexity) and {PASSKEY_SEED} (passkey)). "
              f"Base context {info['base_context']} tokens; memory model: segment "
@@ -317,19 +318,26 @@ def wall_seconds(spans: list[tuple[float | None, float]]) -> float:
     return total
 
 
+def _seconds(record: dict[str, Any]) -> float:
+    """A run's training seconds: the sum of its spans' (epochs and dropped restarts)."""
+    return sum(sec for _, sec in record["spans"])
+
+
 def budget_line(train: dict[str, list[dict[str, Any]]]) -> str:
     """The memory models' training minutes against the budget: the wall time their training epochs cover
     (:func:`wall_seconds`; runs trained one after another count their sum, runs trained side by side with
     ``--workers`` their overlap once). ``train``: method -> its runs' records (see :func:`train_all`)."""
     t = TARGETS["train_min"]
     records = [r for each in train.values() for r in each]
-    minutes = {m: " + ".join(f"{r['seconds'] / 60:.1f}" for r in rs) for m, rs in train.items()}
+    minutes = {m: " + ".join(f"{_seconds(r) / 60:.1f}" for r in rs) for m, rs in train.items()}
     dropped = {m: " + ".join(str(r["dropped"]) for r in rs) for m, rs in train.items() if any(r["dropped"] for r in rs)}
     each = ", ".join(f"{m} {v}" for m, v in minutes.items())
     each += f"; dropped attempts: {', '.join(f'{m} {v}' for m, v in dropped.items())}" if dropped else ""
-    total = sum(r["seconds"] for r in records) / 60
-    wall = wall_seconds([s for r in records for s in r.get("spans") or [(None, r["seconds"])]]) / 60
+    total = sum(_seconds(r) for r in records) / 60
+    wall = wall_seconds([s for r in records for s in r["spans"]]) / 60
     side = f"; {total:.1f} min summed, runs side by side counted once" if wall < total - 0.05 else ""
+    threads = sorted({r["threads"] for r in records if r.get("threads")})
+    side += f"; torch threads per run: {' / '.join(map(str, threads))}" if threads else ""
     return (f"- training: {wall:.1f} min for the {len(records)} memory-model runs ({each}{side}; target <= "
             f"{t:.0f} min on 2 CPU cores): {'met' if wall <= t else 'NOT met'}")
 
@@ -384,7 +392,7 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), ba
         train.setdefault(method, []).append(record)
     info = {**fields, "uio_seeds": list(uio_seeds), "base_context": base_context(base), "extra_params": extra,
             "extra_ratio": extra / sum(p.numel() for p in base.parameters()), "quick": quick,
-            "cost_repeats": ev["cost_repeats"], "train": train}
+            "cost_repeats": ev["cost_repeats"], "train": train, "workers": workers}
     rows = to_rows(raw, info, time.perf_counter() - start)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, "long-context", rows, markdown(rows, info))

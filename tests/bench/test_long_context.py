@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from squeeze.bench.long_context import (BENCH_FIELDS, BENCH_MODES, MEMORY_METHODS, QUICK_FIELDS, QUICK_UIO_SEEDS,
-                                        _cell, budget_line, checks, recipe, run, seed_values, train_all,
-                                        wall_seconds)
+from squeeze.bench.long_context import (BASELINES, BENCH_FIELDS, BENCH_MODES, MEMORY_METHODS, QUICK_FIELDS,
+                                        QUICK_UIO_SEEDS, _cell, budget_line, checks, recipe, run, seed_values,
+                                        train_all, wall_seconds)
 from squeeze.zoo.lm_shakespeare import LMArch, TinyLlama, encode
 
 TEXT = ("Now is the winter of our discontent made glorious summer by this sun of York; " * 60)
@@ -44,6 +44,9 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert {r["seed"] for r in rows if r["method"] != "uio"} == {0}
     assert "## `uio` per training seed" in md
     assert "Produced by `squeeze bench long-context` (training seed 0;" in md
+    # a memory model's rows carry its own run's training record, the baselines' none
+    assert all(r["train"]["dropped"] == 0 and r["train"]["spans"] for r in rows if r["method"] in MEMORY_METHODS)
+    assert not any("train" in r for r in rows if r["method"] in BASELINES)
     uio_ppl = [r["quant"] for r in rows if (r["method"], r["metric"], r["context_x"]) == ("uio", "ppl", 1)]
     assert _cell(uio_ppl) in md  # the page's uio cells are the mean ± std of its seeds' rows
     runs = sorted(p.name for p in (tmp_path / "cache" / "long-context-quick").iterdir())

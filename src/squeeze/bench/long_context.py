@@ -162,13 +162,17 @@ def measure(models: dict[tuple[str, int], nn.Module], base: nn.Module, ev: dict[
     return out
 
 
-def to_rows(raw: list[dict[str, Any]], info: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
+def to_rows(raw: list[dict[str, Any]], info: dict[str, Any], seconds: float,
+            records: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     """``report.json`` rows, one per method, training seed, metric and length; ``fp`` is the truncated base's
-    value at the same metric and length."""
+    value at the same metric and length; a memory model's rows carry its run's training record (``train``,
+    see :func:`train_all`)."""
     ref = {(r["metric"], r["context_x"]): r["value"] for r in raw if r["method"] == "truncated"}
     rows = []
     for r in raw:
-        extra = {k: v for k, v in {**info, **r}.items() if k not in ("method", "seed", "metric", "value")}
+        extra = {k: v for k, v in {**info, **r}.items() if k not in ("method", "seed", "metric", "value", "train")}
+        if (r["method"], r["seed"]) in records:
+            extra["train"] = records[r["method"], r["seed"]]
         row = Report(MODEL, r["method"], 32, 32, 0, r["seed"], r["metric"], ref.get((r["metric"], r["context_x"]),
                      float("nan")), r["value"], seconds, peak_rss_mb(), False, extra=extra).to_dict()
         rows.append(row)
@@ -393,7 +397,7 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), ba
     info = {**fields, "uio_seeds": list(uio_seeds), "base_context": base_context(base), "extra_params": extra,
             "extra_ratio": extra / sum(p.numel() for p in base.parameters()), "quick": quick,
             "cost_repeats": ev["cost_repeats"], "train": train, "workers": workers}
-    rows = to_rows(raw, info, time.perf_counter() - start)
+    rows = to_rows(raw, info, time.perf_counter() - start, records)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, "long-context", rows, markdown(rows, info))
     plot(rows, out / "long-context.png")

@@ -22,9 +22,10 @@ Budget (measured on 2 idle CPU threads): training each memory model (32 memory t
 segment, 2,000 steps of 4 documents, the first 1,000 of 3 segments and the rest of 8, batched execution, with 8
 in-training evaluations) takes 6-12 min, a dropped restart 2-3 min more; the seven runs (``uio`` on three
 seeds) took 53 min without restarts on one machine, 89 min with them (six dropped attempts) on a machine
-1.4-2x slower (target <= 60 min for training); the page states the measured wall time of the training
-epochs. ``--workers 2`` trains two runs side by side on one thread each, about 16 % less time per run than
-one at a time on two threads. The measurements alone (trained models reused) take ~10-12 min.
+1.4-2x slower, and 67 min of wall time there with ``--workers 2`` (two runs side by side on one thread each,
+about 16 % less time per run than one at a time on two threads; the page's command); target <= 60 min for
+training. The page states the measured wall time of the training epochs. The measurements alone (trained
+models reused) take ~12-15 min.
 """
 from __future__ import annotations
 

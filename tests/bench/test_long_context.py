@@ -49,14 +49,16 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     assert not any("train" in r for r in rows if r["method"] in BASELINES)
     uio_ppl = [r["quant"] for r in rows if (r["method"], r["metric"], r["context_x"]) == ("uio", "ppl", 1)]
     assert _cell(uio_ppl) in md  # the page's uio cells are the mean ± std of its seeds' rows
-    runs = sorted(p.name for p in (tmp_path / "cache" / "long-context-quick").iterdir())
+    cache = tmp_path / "cache" / "long-context-quick"
+    runs = sorted(p.name for p in cache.iterdir())
     # uio trains on every seed of QUICK_UIO_SEEDS (one folder each), the other memory models on seed 0
-    assert len(runs) == 5 + len(QUICK_UIO_SEEDS) - 1 and all((tmp_path / "cache" / "long-context-quick" / r / "uio.safetensors").is_file()
-                                  for r in runs) and runs[0].startswith("uio-detached-")
+    assert len(runs) == 5 + len(QUICK_UIO_SEEDS) - 1 and runs[0].startswith("uio-detached-")
+    assert all((cache / r / "uio.safetensors").is_file() for r in runs)
     # the page names the command it was run with (here every run is reused, so nothing trains)
     run(tmp_path / "out", quick=True, cache_dir=tmp_path / "cache", base=base, tokens=tokens, val_tokens=tokens,
         workers=2)
-    assert "Produced by `squeeze bench long-context --workers 2` (" in (tmp_path / "out" / "long-context.md").read_text()
+    md = (tmp_path / "out" / "long-context.md").read_text()
+    assert "Produced by `squeeze bench long-context --workers 2` (" in md
 
 
 def test_seed_values_and_cells() -> None:
@@ -105,7 +107,7 @@ def test_wall_seconds_counts_overlapping_runs_once() -> None:
 
 
 def test_budget_line_counts_wall_time() -> None:
-    # two runs of two spans each (an epoch and a dropped restart), on one thread side by side
+    # two runs of two spans each (epochs or a dropped restart), on one thread each, side by side
     side = {"uio": [{"spans": [(900.0, 900.0), (1800.0, 900.0)], "dropped": 0, "threads": 1},
                     {"spans": [(1000.0, 900.0), (1900.0, 900.0)], "dropped": 1, "threads": 1}]}
     assert budget_line(side) == ("- training: 31.7 min for the 2 memory-model runs (uio 30.0 + 30.0; dropped attempts: "

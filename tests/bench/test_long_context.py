@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from squeeze.bench.long_context import (BASELINES, BENCH_FIELDS, BENCH_MODES, MEMORY_METHODS, QUICK_FIELDS,
@@ -132,3 +133,22 @@ def test_train_all_with_two_workers(tmp_path: Path) -> None:
     assert len(written) == len(MEMORY_METHODS)
     train_all(base, QUICK_FIELDS, (0,), tmp_path, tokens, tokens)  # finished runs are reused, not retrained
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/uio.json")} == written
+
+
+def test_train_all_starts_runs_that_may_restart_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import squeeze.bench.long_context as lc
+
+    class Stop(Exception):
+        pass
+
+    def record(worker: object, jobs: list[tuple], workers: int) -> None:
+        order.extend(job[0].grad_mode for job in jobs)
+        raise Stop
+
+    order: list[str] = []
+    monkeypatch.setattr(lc, "train_parallel", record)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    with pytest.raises(Stop):
+        train_all(base, {**QUICK_FIELDS, "restarts": 1}, (0,), tmp_path, encode(TEXT), encode(TEXT), workers=2)
+    assert order[-1] == "detached" and len(order) == len(MEMORY_METHODS)  # the only run that never restarts
+

@@ -115,6 +115,9 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
             tag = hashlib.sha1(f"{base_print} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()
             runs[method, seed] = (cfg, folder / f"uio-{method}-{tag[:10]}")
     todo = [(cfg, run, base, tokens, val_tokens) for cfg, run in runs.values() if not (run / META).is_file()]
+    # longest first: runs that may restart before those that never do (`detached`, also the shortest), so the
+    # last worker of ``workers`` > 1 trains alone for less time (stable: otherwise in MEMORY_METHODS order)
+    todo.sort(key=lambda job: -job[0].restarts)
     if workers > 1 and todo:
         train_parallel(_train_in_worker, todo, workers)
     models, records = {}, {}

@@ -128,3 +128,20 @@ def test_two_gloo_processes_hold_identical_weights(tmp_path: Path) -> None:
     assert (tmp_path / "run" / CHECKPOINT).is_file()
     start = TinyTask().build()[0].state_dict()
     assert any(not torch.equal(w0[k], start[k]) for k in w0 if k.endswith("weight"))  # it trained
+
+
+def test_epoch_end_time_is_taken_before_the_evaluation(tmp_path: Path) -> None:
+    import time
+
+    evaluated: list[float] = []
+
+    class SlowEval(TinyTask):
+        def evaluate(self, module):  # type: ignore[no-untyped-def]
+            evaluated.append(time.time())
+            time.sleep(0.5)
+            return super().evaluate(module)
+
+    log = fit(SlowEval(epochs=2), _cfg(tmp_path)).log
+    # each epoch ends before its evaluation starts (0.05 s: `ended` is rounded to 0.1 s)
+    assert all(e["ended"] <= t + 0.05 for e, t in zip(log, evaluated))
+

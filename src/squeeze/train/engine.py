@@ -238,13 +238,14 @@ def fit(task: Task, cfg: EngineConfig) -> FitResult:
         start = time.perf_counter()
         train_metrics = _train_epoch(task, ctx, steps, cfg.progress and rank == 0, fabric.autocast)
         seconds = time.perf_counter() - start
+        # ended: wall-clock time (Unix seconds) when the epoch's training ended, before its evaluation, so
+        # runs trained side by side can be told from runs trained one after another
+        ended = round(time.time(), 1)
         _sync_buffers(module, world)
         eval_metrics = task.evaluate(module) if rank == 0 else None
         eval_metrics = fabric.broadcast(eval_metrics, src=0)
-        # ended: wall-clock time (Unix seconds) when the epoch's training ended, so runs trained side by side
-        # can be told from runs trained one after another
         state.log.append({"epoch": epoch + 1, **train_metrics, **eval_metrics, "seconds": round(seconds, 2),
-                          "ended": round(time.time(), 1)})
+                          "ended": ended})
         state.epoch = epoch + 1
         if rank == 0:
             save_state(ckpt, module, optimizers, identity, state, frozen)

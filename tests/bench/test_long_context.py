@@ -51,7 +51,7 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     uio_ppl = [r["quant"] for r in rows if (r["method"], r["metric"], r["context_x"]) == ("uio", "ppl", 1)]
     assert _cell(uio_ppl) in md  # the page's uio cells are the mean ± std of its seeds' rows
     cache = tmp_path / "cache" / "long-context-quick"
-    runs = sorted(p.name for p in cache.iterdir())
+    runs = sorted(p.name for p in cache.glob("uio-*"))
     # uio trains on every seed of QUICK_UIO_SEEDS (one folder each), the other memory models on seed 0
     assert len(runs) == 5 + len(QUICK_UIO_SEEDS) - 1 and runs[0].startswith("uio-detached-")
     assert all((cache / r / "uio.safetensors").is_file() for r in runs)
@@ -118,6 +118,12 @@ def test_budget_line_counts_wall_time() -> None:
     old = {"uio": [{"spans": [(None, 1900.0)], "dropped": 0, "threads": None} for _ in range(2)]}
     assert budget_line(old).startswith("- training: 63.3 min for the 2 memory-model runs (uio 31.7 + 31.7; target")
     assert budget_line(old).endswith("): NOT met")
+    # two runs that continued from one shared curriculum span (100-400 s): counted once in the sum and the wall
+    shared = {"uio": [{"spans": [(400.0, 300.0), (end, 600.0)], "dropped": 0, "threads": 1} for end in (1000.0, 1100.0)]}
+    assert budget_line(shared) == (
+        "- training: 16.7 min for the 2 memory-model runs (uio 15.0 + 15.0; 25.0 min summed, runs side by side "
+        "counted once; 5.0 min of curriculum trained once for the runs that share it, in each one's minutes; "
+        "torch threads per run: 1; target <= 60 min on 2 CPU cores): met")
 
 
 def test_train_all_with_two_workers(tmp_path: Path) -> None:
@@ -133,22 +139,33 @@ def test_train_all_with_two_workers(tmp_path: Path) -> None:
     assert len(written) == len(MEMORY_METHODS)
     train_all(base, QUICK_FIELDS, (0,), tmp_path, tokens, tokens)  # finished runs are reused, not retrained
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/uio.json")} == written
+    # full-bptt, uio-biased and uio continued from one curriculum, trained once (its epoch, with its end time)
+    assert len(list(tmp_path.glob("curriculum-*/curriculum.json"))) == 1
+    first = {m: records[m, 0]["spans"][0] for m in ("full-bptt", "uio-biased", "uio", "uio-window")}
+    assert first["full-bptt"] == first["uio-biased"] == first["uio"] != first["uio-window"]
 
 
-def test_train_all_starts_runs_that_may_restart_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_jobs_share_one_curriculum_and_start_runs_that_may_restart_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import squeeze.bench.long_context as lc
 
     class Stop(Exception):
         pass
 
-    def record(worker: object, jobs: list[tuple], workers: int) -> None:
-        order.extend(job[0].grad_mode for job in jobs)
+    def record(worker: object, jobs: list[tuple], workers: int, after: list[int | None]) -> None:
+        order.extend((job[0].grad_mode, job[1].name.split("-")[0], job[2]) for job in jobs)
+        waits.extend(after)
         raise Stop
 
-    order: list[str] = []
+    order: list[tuple] = []
+    waits: list[int | None] = []
     monkeypatch.setattr(lc, "train_parallel", record)
     base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
     with pytest.raises(Stop):
         train_all(base, {**QUICK_FIELDS, "restarts": 1}, (0,), tmp_path, encode(TEXT), encode(TEXT), workers=2)
-    assert order[-1] == "detached" and len(order) == len(MEMORY_METHODS)  # the only run that never restarts
-
+    # first the curriculum that full-bptt, uio-biased and uio (curriculum_segments 3 <= keep + 1) share
+    (mode, name, cur), *runs = order
+    assert (mode, name) == ("full-bptt", "curriculum") and len(runs) == len(MEMORY_METHODS)
+    sharing = [m for (m, _, c), w in zip(runs, waits[1:]) if c == cur and w == 0]
+    assert sharing == ["full-bptt", "uio-biased", "uio"]
+    assert runs[-1][0] == "detached"  # the only run that never restarts

@@ -227,3 +227,27 @@ def test_read_coefficients_match_the_modes() -> None:
     assert uio[5].max() == 2.5  # the importance weight t/K
     literal = read_coefficients("uio-unweighted", 6, 0, 2, random.Random(4))
     assert torch.equal(literal, uio.gt(0).float())  # the same kept sets, factor 1
+
+
+@pytest.mark.parametrize("window", [0, 1])
+def test_every_reading_mode_equals_full_bptt_on_documents_of_at_most_keep_plus_one_segments(window: int) -> None:
+    """Why runs of those modes can share one curriculum (UIOConfig.curriculum_twin)."""
+    for keep in (1, 2, 3):
+        short, longer = keep + 1, keep + 2
+        if short < window + 2:
+            continue
+        for seed in range(20):
+            full = read_coefficients("full-bptt", short, window, keep, random.Random(seed))
+            for mode in ("uio", "uio-biased", "uio-unweighted"):
+                assert torch.equal(read_coefficients(mode, short, window, keep, random.Random(seed)), full)
+        # one segment more: some draw keeps fewer than every memory (and uio's weight exceeds 1)
+        assert any(not torch.equal(read_coefficients("uio", longer, window, keep, random.Random(s)),
+                                   read_coefficients("full-bptt", longer, window, keep, random.Random(s)))
+                   for s in range(20))
+    cfg = UIOConfig(segment=32, memory=4, doc_segments=5, curriculum_segments=3, curriculum_steps=2, steps=6,
+                    steps_per_epoch=2, keep=2)
+    assert cfg.curriculum_twin() == UIOConfig(**{**cfg.to_dict(), "grad_mode": "full-bptt"})
+    assert UIOConfig(**{**cfg.to_dict(), "grad_mode": "uio-biased"}).curriculum_twin() == cfg.curriculum_twin()
+    assert UIOConfig(**{**cfg.to_dict(), "grad_mode": "detached"}).curriculum_twin() is None
+    assert UIOConfig(**{**cfg.to_dict(), "keep": 1}).curriculum_twin() is None  # 3 segments > keep + 1
+    assert UIOConfig(segment=32, memory=4).curriculum_twin() is None  # no curriculum

@@ -187,3 +187,39 @@ def test_restarts_drop_attempts_that_cannot_read_keys_when_the_curriculum_ends(t
         train_uio(cfg, EngineConfig(tmp_path / "m", progress=False, max_epochs=1), **data)
     with pytest.raises(SqueezeError, match="restarts need a curriculum"):
         replace(cfg, curriculum_steps=3)
+
+
+def test_runs_with_one_curriculum_twin_share_its_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from squeeze.memory.task import UIOTask, train_curriculum  # noqa: PLC0415
+    from squeeze.train.checkpoint import load_tensors  # noqa: PLC0415
+    from squeeze.train.engine import derived_seed  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
+    cfg = UIOConfig(segment=32, memory=4, doc_segments=5, curriculum_segments=3, curriculum_steps=2, steps=4,
+                    steps_per_epoch=2, batch_size=2, passkey_frac=0.0, restarts=1, keep=2, lr=1e-2, warmup=1)
+    passing = derived_seed(cfg.seed, 89, 1)  # attempt 0 is dropped at the gate, attempt 1 goes on
+
+    def evaluate(self: UIOTask, module: torch.nn.Module) -> dict[str, float]:
+        return {"val_passkey_acc": 1.0 if self.seed == passing else 0.0}
+
+    monkeypatch.setattr(UIOTask, "evaluate", evaluate)
+    data = {"base": base, "tokens": TEXT, "val_tokens": TEXT}
+    info = train_curriculum(cfg, EngineConfig(tmp_path / "cur", progress=False), **data)
+    assert info["attempt"] == 1 and [d["attempt"] for d in info["dropped"]] == [0]
+    for mode in ("uio", "uio-biased"):
+        run = replace(cfg, grad_mode=mode)
+        train_uio(run, EngineConfig(tmp_path / f"{mode}-alone", progress=False), **data)
+        shared = train_uio(run, EngineConfig(tmp_path / mode, progress=False), curriculum=tmp_path / "cur", **data)
+        a, b = (load_tensors(tmp_path / name / "uio.safetensors") for name in (f"{mode}-alone", mode))
+        assert all(torch.equal(a[k], b[k]) for k in a)  # the same adapters, bit for bit
+        assert shared["restarted"] == info["dropped"] and len(shared["log"]) == cfg.epochs
+        # the curriculum's epoch is copied with its time, not trained again
+        assert shared["log"][0] == json.loads((tmp_path / "cur" / "attempt-1" / "last.json").read_text())["log"][0]
+    with pytest.raises(SqueezeError, match="no shared curriculum"):
+        train_curriculum(replace(cfg, grad_mode="detached"), EngineConfig(tmp_path / "d", progress=False), **data)
+    with pytest.raises(SqueezeError, match="trained for another config"):
+        train_uio(replace(cfg, seed=3), EngineConfig(tmp_path / "s", progress=False), curriculum=tmp_path / "cur",
+                  **data)
+    with pytest.raises(SqueezeError, match="no trained curriculum"):
+        train_uio(cfg, EngineConfig(tmp_path / "n", progress=False), curriculum=tmp_path / "nothing", **data)

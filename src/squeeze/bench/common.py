@@ -224,17 +224,30 @@ def save_figure(fig: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def train_parallel(worker: Callable[[tuple[Any, ...]], str], jobs: list[tuple[Any, ...]], workers: int) -> None:
+def train_parallel(worker: Callable[[tuple[Any, ...]], str], jobs: list[tuple[Any, ...]], workers: int,
+                   after: list[int | None] | None = None) -> None:
     """Run ``worker(job + (threads,))`` for every job, ``workers`` at a time in spawned processes, each with
     an equal share of the CPU threads (``worker`` must be a module-level function that sets them).
 
-    The jobs are independent training runs, so this is plain process parallelism (no shared state); each
-    run still resumes from its own folder if killed.
+    A free worker takes the first job in list order whose ``after[i]`` (the index of a job it starts from,
+    or None) has finished. The jobs are training runs sharing nothing but such finished files, so this is
+    plain process parallelism; each run still resumes from its own folder if killed.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait  # noqa: PLC0415
     from multiprocessing import get_context  # noqa: PLC0415
 
+    after = after or [None] * len(jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)
+    pending, finished, running = list(range(len(jobs))), set(), {}
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for done in as_completed([pool.submit(worker, (*job, threads)) for job in jobs]):
-            print(f"finished {done.result()}", flush=True)
+        while pending or running:
+            ready = [i for i in pending if after[i] is None or after[i] in finished]
+            for i in ready[:workers - len(running)]:
+                pending.remove(i)
+                running[pool.submit(worker, (*jobs[i], threads))] = i
+            if not running:
+                raise ValueError(f"jobs {pending} wait for jobs that never run; check `after`")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished.add(running.pop(future))
+                print(f"finished {future.result()}", flush=True)

@@ -74,13 +74,25 @@ QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs":
 
 
 def _train_in_worker(args: tuple[Any, ...]) -> str:
-    """One memory-model run in a worker process with ``threads`` torch threads (``--workers``)."""
-    from squeeze.memory.task import train_uio  # noqa: PLC0415
-
-    cfg, run, base, tokens, val_tokens, threads = args
+    """One memory-model run, or a shared curriculum (``run`` named ``curriculum-*``), in a worker process with
+    ``threads`` torch threads (``--workers``)."""
+    cfg, run, curriculum, base, tokens, val_tokens, threads = args
     torch.set_num_threads(threads)
-    train_uio(cfg, _engine(run), base=base, tokens=tokens, val_tokens=val_tokens)
+    _train(cfg, run, curriculum, base, tokens, val_tokens)
     return run.name
+
+
+def _train(cfg: UIOConfig, run: Path, curriculum: Path | None, base: nn.Module, tokens: torch.Tensor,
+           val_tokens: torch.Tensor) -> None:
+    """Train (or resume) the run in ``run``, from the shared ``curriculum`` if given; ``run`` == ``curriculum``
+    trains that curriculum itself."""
+    from squeeze.memory.task import train_curriculum, train_uio  # noqa: PLC0415
+
+    data = {"base": base, "tokens": tokens, "val_tokens": val_tokens}
+    if run == curriculum:
+        train_curriculum(cfg, _engine(run), **data)
+    else:
+        train_uio(cfg, _engine(run), curriculum=curriculum, **data)
 
 
 def _engine(run: Path) -> Any:
@@ -91,6 +103,38 @@ def _engine(run: Path) -> Any:
     return EngineConfig(run, resume=next(run.rglob(CHECKPOINT), None) is not None)
 
 
+def _tag(base_print: str, cfg: UIOConfig) -> str:
+    """A run folder's name tag: the base's weights and the whole config (a retrained base or a changed option
+    never reuses a model trained for the old one)."""
+    return hashlib.sha1(f"{base_print} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()[:10]
+
+
+def training_jobs(runs: dict[tuple[str, int], tuple[UIOConfig, Path]], folder: Path, base_print: str
+                  ) -> tuple[list[tuple[UIOConfig, Path, Path | None]], list[int | None]]:
+    """The unfinished runs as jobs ``(cfg, run, curriculum)`` in training order, and per job the index of the
+    job it starts from (None: from scratch).
+
+    Runs whose curricula are the same computation (one :meth:`UIOConfig.curriculum_twin`: ``uio``,
+    ``uio-biased`` and ``full-bptt`` of one seed, bit for bit) train it once, in ``curriculum-TAG``, as a
+    job of its own that goes first; each then continues from it. Longest first otherwise: runs that may
+    restart before those that never do (``detached``, also the shortest), so the last worker of
+    ``workers`` > 1 trains alone for less time (stable: otherwise in MEMORY_METHODS order)."""
+    from squeeze.memory.task import CURRICULUM, META  # noqa: PLC0415
+
+    todo = [(cfg, run) for cfg, run in runs.values() if not (run / META).is_file()]
+    twins: dict[Path, list[int]] = {}
+    for i, (cfg, _) in enumerate(todo):
+        twin = cfg.curriculum_twin()
+        if twin is not None and cfg.curriculum_steps % cfg.steps_per_epoch == 0:
+            twins.setdefault(folder / f"curriculum-{_tag(base_print, twin)}", []).append(i)
+    shared = {i: cur for cur, members in twins.items() if len(members) > 1 for i in members}
+    curricula = {cur: todo[members[0]][0] for cur, members in twins.items() if len(members) > 1}
+    jobs = [(cfg, cur, cur) for cur, cfg in curricula.items() if not (cur / CURRICULUM).is_file()]
+    first = {cur: i for i, (_, cur, _) in enumerate(jobs)}
+    runs_todo = sorted(((cfg, run, shared.get(i)) for i, (cfg, run) in enumerate(todo)), key=lambda j: -j[0].restarts)
+    return jobs + runs_todo, [None] * len(jobs) + [first.get(cur) for _, _, cur in runs_todo]
+
+
 def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...], folder: Path,
               tokens: torch.Tensor, val_tokens: torch.Tensor, workers: int = 1
               ) -> tuple[dict[tuple[str, int], nn.Module], dict[tuple[str, int], dict[str, Any]]]:
@@ -98,11 +142,11 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training record:
     ``spans`` (per training epoch or dropped restart, from its run file: wall-clock end, None for runs from
     before it was logged, and seconds; the in-training evaluations between epochs are not timed, a few
-    seconds per run), ``dropped`` (restarts) and ``threads`` (torch threads of the process that trained it;
-    None for runs from before it was recorded).
-    ``workers`` > 1 trains the missing runs that many at a time, each process with an equal share of the
-    threads."""
-    from squeeze.memory.task import META, load_uio, train_uio  # noqa: PLC0415
+    seconds per run; a shared curriculum's spans appear in each run that continued from it),
+    ``dropped`` (restarts) and ``threads`` (torch threads of the process that trained it; None for runs
+    from before it was recorded). ``workers`` > 1 trains the missing runs that many at a time
+    (:func:`training_jobs`), each process with an equal share of the threads."""
+    from squeeze.memory.task import META, load_uio  # noqa: PLC0415
     from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
 
     base_print = fingerprint(base)  # hashes every base weight: once, not per mode
@@ -110,20 +154,15 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
     for method, options in MEMORY_METHODS.items():
         for seed in uio_seeds if method == "uio" else (fields["seed"],):
             cfg = UIOConfig.from_dict({"base": MODEL, **fields, **options, "seed": seed})
-            # the folder names the base's weights and the whole config: a retrained base or a changed option
-            # never reuses a memory model trained for the old one
-            tag = hashlib.sha1(f"{base_print} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()
-            runs[method, seed] = (cfg, folder / f"uio-{method}-{tag[:10]}")
-    todo = [(cfg, run, base, tokens, val_tokens) for cfg, run in runs.values() if not (run / META).is_file()]
-    # longest first: runs that may restart before those that never do (`detached`, also the shortest), so the
-    # last worker of ``workers`` > 1 trains alone for less time (stable: otherwise in MEMORY_METHODS order)
-    todo.sort(key=lambda job: -job[0].restarts)
-    if workers > 1 and todo:
-        train_parallel(_train_in_worker, todo, workers)
+            runs[method, seed] = (cfg, folder / f"uio-{method}-{_tag(base_print, cfg)}")
+    jobs, after = training_jobs(runs, folder, base_print)
+    if workers > 1 and jobs:
+        train_parallel(_train_in_worker, [(*job, base, tokens, val_tokens) for job in jobs], workers, after)
+    else:  # in job order: a shared curriculum before the runs that continue from it
+        for cfg, run, curriculum in jobs:
+            _train(cfg, run, curriculum, base, tokens, val_tokens)
     models, records = {}, {}
     for key, (cfg, run) in runs.items():
-        if not (run / META).is_file():
-            train_uio(cfg, _engine(run), base=base, tokens=tokens, val_tokens=val_tokens)
         models[key] = load_uio(run, base=base)
         meta = json.loads((run / META).read_text())
         dropped = meta.get("restarted", [])
@@ -341,9 +380,15 @@ def budget_line(train: dict[str, list[dict[str, Any]]]) -> str:
     dropped = {m: " + ".join(str(r["dropped"]) for r in rs) for m, rs in train.items() if any(r["dropped"] for r in rs)}
     each = ", ".join(f"{m} {v}" for m, v in minutes.items())
     each += f"; dropped attempts: {', '.join(f'{m} {v}' for m, v in dropped.items())}" if dropped else ""
-    total = sum(_seconds(r) for r in records) / 60
-    wall = wall_seconds([s for r in records for s in r["spans"]]) / 60
+    # a curriculum shared by several runs (training_jobs) is in each one's spans, with the same end times
+    known = {tuple(s) for r in records for s in r["spans"] if s[0] is not None}
+    spans = [*known, *(s for r in records for s in r["spans"] if s[0] is None)]
+    total = sum(sec for _, sec in spans) / 60
+    wall = wall_seconds(spans) / 60
+    shared = sum(s[1] for s in known if sum(tuple(x) == s for r in records for x in r["spans"]) > 1) / 60
     side = f"; {total:.1f} min summed, runs side by side counted once" if wall < total - 0.05 else ""
+    side += (f"; {shared:.1f} min of curriculum trained once for the runs that share it, in each one's minutes"
+             if shared else "")
     threads = sorted({r["threads"] for r in records if r.get("threads")})
     side += f"; torch threads per run: {' / '.join(map(str, threads))}" if threads else ""
     return (f"- training: {wall:.1f} min for the {len(records)} memory-model runs ({each}{side}; target <= "

@@ -1,7 +1,7 @@
 """Configuration of a UIO-LLMs memory-enhanced transformer run (one validated, JSON-serializable dataclass)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from squeeze.config import build_fields
@@ -190,6 +190,19 @@ class UIOConfig:
     def prefix_at(self, step: int) -> int:
         """The most distractor segments in front of the documents of optimizer step ``step`` (0-based)."""
         return self.prefix_segments if step >= self.prefix_start else 0
+
+    def curriculum_twin(self) -> "UIOConfig | None":
+        """The config whose curriculum computes this one's gradients bit for bit, or None.
+
+        With ``curriculum_segments <= keep + 1`` a curriculum document offers at most K memories before its
+        last loss, so every kept set holds all of them and ``uio``'s weight ``max(1, t/K)`` is 1: ``uio``,
+        ``uio-biased``, ``uio-unweighted`` and ``full-bptt`` train identically until the documents grow.
+        Their twin is the ``full-bptt`` config; runs with one twin can share one trained curriculum
+        (:func:`squeeze.memory.task.train_curriculum`). None without a curriculum, for ``detached`` (which
+        reads no memory with a gradient) and when the curriculum documents are longer than that."""
+        if not self.curriculum_steps or self.grad_mode == "detached" or self.curriculum_segments > self.keep + 1:
+            return None
+        return replace(self, grad_mode="full-bptt")
 
     @property
     def epochs(self) -> int:

@@ -28,6 +28,7 @@ from squeeze.train.classifier import lr_factor
 
 ADAPTERS = "uio.safetensors"
 META = "uio.json"
+CURRICULUM = "curriculum.json"
 
 
 def load_base(name: str) -> nn.Module:
@@ -136,28 +137,34 @@ class UIOTask:
         return {"val_ppl": ppl, "val_passkey_acc": acc, "val_passkey_digits": digits}
 
 
-def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens: torch.Tensor | None = None,
-              val_tokens: torch.Tensor | None = None) -> dict[str, Any]:
-    """Train (or resume) a UIO run in ``engine.workdir``; writes the adapters when finished."""
-    from squeeze.train.checkpoint import atomic_save_tensors, write_json  # noqa: PLC0415
-    from squeeze.train.engine import fit  # noqa: PLC0415
-
+def _make_task(cfg: UIOConfig, base: nn.Module | None, tokens: torch.Tensor | None,
+               val_tokens: torch.Tensor | None) -> Callable[[UIOConfig], UIOTask]:
+    """The task factory of a run: the base (loaded if None) and the Shakespeare text in its tokenizer."""
     base = load_base(cfg.base) if base is None else base
     tok = load_tokenizer(cfg.base)
     if tokens is None:  # the Shakespeare text in the base's tokenizer
         check_tokenizer(base, tok, cfg.base)
         tokens = text_tokens(tok, "train")
-    val_tokens = text_tokens(tok, "val") if val_tokens is None else val_tokens
+    val = text_tokens(tok, "val") if val_tokens is None else val_tokens
+    return lambda c: UIOTask(c, base, tokens, val, tok=tok)
 
-    def make_task(c: UIOConfig) -> UIOTask:
-        return UIOTask(c, base, tokens, val_tokens, tok=tok)
 
-    result, dropped = fit_with_restarts(cfg, engine, make_task) if cfg.restarts else (fit(make_task(cfg), engine), [])
+def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens: torch.Tensor | None = None,
+              val_tokens: torch.Tensor | None = None, curriculum: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) a UIO run in ``engine.workdir``; writes the adapters when finished. ``curriculum``: a
+    folder of :func:`train_curriculum` for ``cfg.curriculum_twin()``; the run starts where it ended."""
+    from squeeze.train.checkpoint import atomic_save_tensors, write_json  # noqa: PLC0415
+    from squeeze.train.engine import fit  # noqa: PLC0415
+
+    make_task = _make_task(cfg, base, tokens, val_tokens)
+    staged = cfg.restarts or curriculum is not None
+    result, dropped = fit_with_restarts(cfg, engine, make_task, curriculum) if staged else (
+        fit(make_task(cfg), engine), [])
     model: MemoryLM = result.module
     # threads: of the process that finished the run (one-thread runs are bit-reproducible, two-thread ones not)
-    summary = {"config": cfg.to_dict(), "extra_params": model.extra_parameters(),
-               "base_params": sum(p.numel() for p in base.parameters()), "log": result.log,
-               "threads": torch.get_num_threads()}
+    base_params = sum(p.numel() for p in model.base.parameters())
+    summary = {"config": cfg.to_dict(), "extra_params": model.extra_parameters(), "base_params": base_params,
+               "log": result.log, "threads": torch.get_num_threads()}
     if cfg.restarts:  # the attempts dropped at the end of the curriculum (their training time counts too)
         summary["restarted"] = dropped
     summary["extra_ratio"] = summary["extra_params"] / summary["base_params"]
@@ -168,41 +175,102 @@ def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens
     return summary
 
 
-def fit_with_restarts(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig], UIOTask]
-                      ) -> tuple[Any, list[dict[str, Any]]]:
-    """Fit ``cfg`` with up to ``cfg.restarts`` fresh starts of its curriculum (see :class:`UIOConfig`).
+def _attempt(cfg: UIOConfig, attempt: int) -> UIOConfig:
+    """The plain run (``restarts=0``) of restart attempt ``attempt``: attempt 0 on ``cfg.seed``, later ones
+    on derived seeds."""
+    from squeeze.train.engine import derived_seed  # noqa: PLC0415
 
-    Attempt ``a`` is a plain run (``restarts=0``) in ``WORKDIR/attempt-a``: attempt 0 on ``cfg.seed``,
-    later ones on derived seeds. Each trains to the end of the curriculum; the first whose validation
-    passkey accuracy there reaches ``restart_below`` (or the last attempt) resumes to the end. Returns the
-    engine's result for that attempt and, per dropped attempt, its seed, gate accuracy and seconds.
-    """
-    from squeeze.train.engine import derived_seed, fit  # noqa: PLC0415
+    return replace(cfg, restarts=0, seed=derived_seed(cfg.seed, 89, attempt) if attempt else cfg.seed)
+
+
+def _attempt_dir(cfg: UIOConfig, workdir: Path, attempt: int) -> Path:
+    """Where attempt ``attempt`` trains: ``WORKDIR/attempt-a`` with restarts, else the run folder itself."""
+    return workdir / f"attempt-{attempt}" if cfg.restarts else workdir
+
+
+def run_curriculum(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig], UIOTask]
+                   ) -> tuple[int, list[dict[str, Any]]]:
+    """Train attempts of ``cfg`` to the end of the curriculum (see :class:`UIOConfig` ``restarts``) until one
+    reads ``restart_below`` of the validation keys there, or the last attempt; returns that attempt and, per
+    dropped attempt, its seed, gate accuracy, seconds and end time."""
+    from squeeze.train.engine import fit  # noqa: PLC0415
     from squeeze.train.state import CHECKPOINT, read_meta  # noqa: PLC0415
 
-    if engine.max_epochs is not None:
-        raise SqueezeError("restarts cannot be split into max_epochs pieces; drop max_epochs or set restarts=0")
     gate = cfg.curriculum_steps // cfg.steps_per_epoch  # the epoch that ends the curriculum (1-based)
     dropped: list[dict[str, Any]] = []
     for attempt in range(cfg.restarts + 1):
-        run = replace(cfg, restarts=0, seed=derived_seed(cfg.seed, 89, attempt) if attempt else cfg.seed)
-        folder = engine.workdir / f"attempt-{attempt}"
+        run, folder = _attempt(cfg, attempt), _attempt_dir(cfg, engine.workdir, attempt)
         # --resume continues every attempt already on disk; without it an existing attempt is refused by fit
         resume = engine.resume and (attempt == 0 or (folder / CHECKPOINT).is_file())
-        task, eng = make_task(run), replace(engine, workdir=folder, resume=resume)
         done = read_meta(folder / CHECKPOINT)["epoch"] if resume else 0
         if done < gate:
-            fit(task, replace(eng, max_epochs=gate - done))
+            fit(make_task(run), replace(engine, workdir=folder, resume=resume, max_epochs=gate - done))
         log = read_meta(folder / CHECKPOINT)["log"]
         acc = float(log[gate - 1]["val_passkey_acc"])
         if acc >= cfg.restart_below or attempt == cfg.restarts:
-            return fit(task, replace(eng, resume=True)), dropped
+            return attempt, dropped
         dropped.append({"attempt": attempt, "seed": run.seed, "gate_passkey_acc": acc,
                         "seconds": round(sum(e["seconds"] for e in log[:gate]), 2),
                         "ended": log[gate - 1].get("ended")})
         tqdm.write(f"attempt {attempt} (seed {run.seed}) reads {acc:.3f} of the validation keys when its curriculum "
                    f"ends, below restart_below {cfg.restart_below}: restarting")
     raise AssertionError("unreachable: the last attempt always returns")
+
+
+def fit_with_restarts(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig], UIOTask],
+                      curriculum: Path | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """Fit ``cfg`` past its curriculum: :func:`run_curriculum` in ``engine.workdir``, or the curriculum already
+    trained in ``curriculum`` (:func:`fork_curriculum`); the attempt that goes on resumes to the end.
+    Returns the engine's result for that attempt and the dropped attempts."""
+    from squeeze.train.engine import fit  # noqa: PLC0415
+
+    if engine.max_epochs is not None:
+        raise SqueezeError("restarts cannot be split into max_epochs pieces; drop max_epochs or set restarts=0")
+    attempt, dropped = (run_curriculum(cfg, engine, make_task) if curriculum is None
+                        else fork_curriculum(cfg, Path(curriculum), engine.workdir))
+    folder = _attempt_dir(cfg, engine.workdir, attempt)
+    return fit(make_task(_attempt(cfg, attempt)), replace(engine, workdir=folder, resume=True)), dropped
+
+
+def train_curriculum(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens: torch.Tensor | None = None,
+                     val_tokens: torch.Tensor | None = None) -> dict[str, Any]:
+    """Train the curriculum (with its restarts) of ``cfg.curriculum_twin()`` once in ``engine.workdir``, for
+    every run with that twin to start from (``train_uio(..., curriculum=folder)``); writes
+    ``WORKDIR/curriculum.json`` (the twin config, the attempt that goes on, the dropped attempts)."""
+    from squeeze.train.checkpoint import write_json  # noqa: PLC0415
+
+    twin = cfg.curriculum_twin()
+    if twin is None or cfg.curriculum_steps % cfg.steps_per_epoch:
+        raise SqueezeError(f"grad mode {cfg.grad_mode} with curriculum_segments {cfg.curriculum_segments}, keep "
+                           f"{cfg.keep} has no shared curriculum (it needs curriculum_segments <= keep + 1, a "
+                           "mode other than detached, and a curriculum that ends at an epoch boundary)")
+    attempt, dropped = run_curriculum(twin, engine, _make_task(twin, base, tokens, val_tokens))
+    info = {"config": twin.to_dict(), "attempt": attempt, "dropped": dropped}
+    write_json(engine.workdir / CURRICULUM, info)
+    return info
+
+
+def fork_curriculum(cfg: UIOConfig, shared: Path, workdir: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Start ``cfg``'s run in ``workdir`` from the curriculum trained in ``shared`` (:func:`train_curriculum`):
+    the attempt that went on there is copied under ``cfg``'s identity (its log and dropped attempts too, with
+    their times, so runs sharing it count its training once when they overlap). A run already started
+    keeps its own checkpoint. Returns that attempt and the dropped attempts."""
+    from squeeze.train.state import CHECKPOINT, fork_state, read_meta  # noqa: PLC0415
+
+    if not (shared / CURRICULUM).is_file():
+        raise SqueezeError(f"no trained curriculum in {shared} ({CURRICULUM} missing); run train_curriculum first")
+    info = json.loads((shared / CURRICULUM).read_text())
+    twin = cfg.curriculum_twin()
+    if twin is None or info["config"] != twin.to_dict():
+        raise SqueezeError(f"the curriculum in {shared} was trained for another config; train one for "
+                           f"grad mode {cfg.grad_mode}'s twin (UIOConfig.curriculum_twin)")
+    attempt = int(info["attempt"])
+    dst = _attempt_dir(cfg, workdir, attempt) / CHECKPOINT
+    if not dst.is_file():
+        src = _attempt_dir(twin, shared, attempt) / CHECKPOINT
+        identity = {**read_meta(src)["identity"], "config": _attempt(cfg, attempt).to_dict()}
+        fork_state(src, dst, identity)
+    return attempt, list(info["dropped"])
 
 
 def load_uio(folder: Path, base: nn.Module | None = None) -> MemoryLM:

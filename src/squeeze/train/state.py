@@ -103,13 +103,7 @@ def load_state(path: Path, module: nn.Module, optimizers: list[torch.optim.Optim
     (entries under the ``frozen`` prefixes stay as the module has them)."""
     meta = read_meta(path)
     check_identity(path, meta["identity"], identity)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except Exception as exc:
-        raise SqueezeError(f"{path} is corrupt ({exc}); delete it and train again") from exc
-    if tensor_digest(tensors) != meta["digest"]:
-        raise SqueezeError(f"{path} is corrupt (tensor checksum mismatch); delete it and train again")
+    tensors = _read_tensors(path, meta)
     if len(meta["param_groups"]) != len(optimizers):
         raise SqueezeError(f"{path} holds {len(meta['param_groups'])} optimizers, the task has {len(optimizers)}")
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -122,3 +116,29 @@ def load_state(path: Path, module: nn.Module, optimizers: list[torch.optim.Optim
         flat = {"opt." + k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         optimizer_from_flat(opt, flat, {"param_groups": meta["param_groups"][i]})
     return TrainState(int(meta["epoch"]), list(meta["log"]))
+
+
+def _read_tensors(path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Every tensor of checkpoint ``path``, checked against its metadata's digest."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as exc:
+        raise SqueezeError(f"{path} is corrupt ({exc}); delete it and train again") from exc
+    if tensor_digest(tensors) != meta["digest"]:
+        raise SqueezeError(f"{path} is corrupt (tensor checksum mismatch); delete it and train again")
+    return tensors
+
+
+def fork_state(src: Path, dst: Path, identity: dict[str, Any]) -> None:
+    """Copy checkpoint ``src`` to ``dst`` (atomically, with its JSON copy) under another task ``identity``.
+
+    For runs whose finished epochs are the same computation as ``src``'s although their configs differ
+    (e.g. UIO gradient modes that agree until the curriculum ends: ``UIOConfig.curriculum_twin``); the
+    caller vouches for that. Weights, optimizer state, epoch count and log are kept as they are."""
+    meta = read_meta(src)
+    tensors = _read_tensors(src, meta)
+    meta = {**meta, "identity": identity}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(dst, tensors, metadata={META_KEY: json.dumps(meta)})
+    write_json(dst.with_suffix(".json"), {k: v for k, v in meta.items() if k != "param_groups"})

@@ -251,3 +251,4 @@ def test_every_reading_mode_equals_full_bptt_on_documents_of_at_most_keep_plus_o
     assert UIOConfig(**{**cfg.to_dict(), "grad_mode": "detached"}).curriculum_twin() is None
     assert UIOConfig(**{**cfg.to_dict(), "keep": 1}).curriculum_twin() is None  # 3 segments > keep + 1
     assert UIOConfig(segment=32, memory=4).curriculum_twin() is None  # no curriculum
+    assert UIOConfig(**{**cfg.to_dict(), "curriculum_steps": 3}).curriculum_twin() is None  # ends inside an epoch

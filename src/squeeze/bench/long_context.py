@@ -22,8 +22,10 @@ Budget (measured on 2 idle CPU threads): training each memory model (32 memory t
 segment, 2,000 steps of 4 documents, the first 1,000 of 3 segments and the rest of 8, batched execution, with 8
 in-training evaluations) takes 6-12 min, a dropped restart 2-3 min more; the seven runs (``uio`` on three
 seeds) took 53 min without restarts on one machine, 89 min with them (six dropped attempts) on a machine
-1.4-2x slower, and 67 min of wall time there with ``--workers 2`` (two runs side by side on one thread each,
-about 16 % less time per run than one at a time on two threads; the page's command); target <= 60 min for
+1.4-2x slower, 67 min of wall time there with ``--workers 2`` (two runs side by side on one thread each,
+about 16 % less time per run than one at a time on two threads), and 62.5 min with ``--workers 2`` once
+``uio``, ``uio-biased`` and ``full-bptt`` of seed 0 trained their shared curriculum once
+(:func:`training_jobs`; the page's command, on a machine another 10-20 % slower); target <= 60 min for
 training. The page states the measured wall time of the training epochs. The measurements alone (trained
 models reused) take ~12-15 min.
 """
@@ -125,7 +127,7 @@ def training_jobs(runs: dict[tuple[str, int], tuple[UIOConfig, Path]], folder: P
     twins: dict[Path, list[int]] = {}
     for i, (cfg, _) in enumerate(todo):
         twin = cfg.curriculum_twin()
-        if twin is not None and cfg.curriculum_steps % cfg.steps_per_epoch == 0:
+        if twin is not None:
             twins.setdefault(folder / f"curriculum-{_tag(base_print, twin)}", []).append(i)
     shared = {i: cur for cur, members in twins.items() if len(members) > 1 for i in members}
     curricula = {cur: todo[members[0]][0] for cur, members in twins.items() if len(members) > 1}

@@ -199,8 +199,10 @@ class UIOConfig:
         ``uio-biased``, ``uio-unweighted`` and ``full-bptt`` train identically until the documents grow.
         Their twin is the ``full-bptt`` config; runs with one twin can share one trained curriculum
         (:func:`squeeze.memory.task.train_curriculum`). None without a curriculum, for ``detached`` (which
-        reads no memory with a gradient) and when the curriculum documents are longer than that."""
-        if not self.curriculum_steps or self.grad_mode == "detached" or self.curriculum_segments > self.keep + 1:
+        reads no memory with a gradient), when the curriculum documents are longer than that, and when the
+        curriculum does not end at an epoch boundary (no checkpoint there to start from)."""
+        if (not self.curriculum_steps or self.grad_mode == "detached" or self.curriculum_segments > self.keep + 1
+                or self.curriculum_steps % self.steps_per_epoch):
             return None
         return replace(self, grad_mode="full-bptt")
 

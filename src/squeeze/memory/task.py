@@ -225,7 +225,8 @@ def fit_with_restarts(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfi
     from squeeze.train.engine import fit  # noqa: PLC0415
 
     if engine.max_epochs is not None:
-        raise SqueezeError("restarts cannot be split into max_epochs pieces; drop max_epochs or set restarts=0")
+        raise SqueezeError("a run with restarts or a shared curriculum cannot be split into max_epochs pieces; "
+                           "drop max_epochs or set restarts=0")
     attempt, dropped = (run_curriculum(cfg, engine, make_task) if curriculum is None
                         else fork_curriculum(cfg, Path(curriculum), engine.workdir))
     folder = _attempt_dir(cfg, engine.workdir, attempt)
@@ -240,7 +241,7 @@ def train_curriculum(cfg: UIOConfig, engine: Any, base: nn.Module | None = None,
     from squeeze.train.checkpoint import write_json  # noqa: PLC0415
 
     twin = cfg.curriculum_twin()
-    if twin is None or cfg.curriculum_steps % cfg.steps_per_epoch:
+    if twin is None:
         raise SqueezeError(f"grad mode {cfg.grad_mode} with curriculum_segments {cfg.curriculum_segments}, keep "
                            f"{cfg.keep} has no shared curriculum (it needs curriculum_segments <= keep + 1, a "
                            "mode other than detached, and a curriculum that ends at an epoch boundary)")

@@ -119,7 +119,8 @@ def test_budget_line_counts_wall_time() -> None:
     assert budget_line(old).startswith("- training: 63.3 min for the 2 memory-model runs (uio 31.7 + 31.7; target")
     assert budget_line(old).endswith("): NOT met")
     # two runs that continued from one shared curriculum span (100-400 s): counted once in the sum and the wall
-    shared = {"uio": [{"spans": [(400.0, 300.0), (end, 600.0)], "dropped": 0, "threads": 1} for end in (1000.0, 1100.0)]}
+    shared = {"uio": [{"spans": [(400.0, 300.0), (end, 600.0)], "dropped": 0, "threads": 1}
+                      for end in (1000.0, 1100.0)]}
     assert budget_line(shared) == (
         "- training: 16.7 min for the 2 memory-model runs (uio 15.0 + 15.0; 25.0 min summed, runs side by side "
         "counted once; 5.0 min of curriculum trained once for the runs that share it, in each one's minutes; "

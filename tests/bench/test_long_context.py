@@ -119,8 +119,8 @@ def test_budget_line_counts_wall_time() -> None:
     assert budget_line(old).startswith("- training: 63.3 min for the 2 memory-model runs (uio 31.7 + 31.7; target")
     assert budget_line(old).endswith("): NOT met")
     # two runs that continued from one shared curriculum span (100-400 s): counted once in the sum and the wall
-    shared = {"uio": [{"spans": [(400.0, 300.0), (end, 600.0)], "dropped": 0, "threads": 1}
-                      for end in (1000.0, 1100.0)]}
+    shared = {"uio": [{"spans": [(end, 600.0)], "dropped": 0, "threads": 1,
+                       "shared": {"from": "curriculum-x", "spans": [(400.0, 300.0)]}} for end in (1000.0, 1100.0)]}
     assert budget_line(shared) == (
         "- training: 16.7 min for the 2 memory-model runs (uio 15.0 + 15.0; 25.0 min summed, runs side by side "
         "counted once; 5.0 min of curriculum trained once for the runs that share it, in each one's minutes; "
@@ -142,8 +142,10 @@ def test_train_all_with_two_workers(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/uio.json")} == written
     # full-bptt, uio-biased and uio continued from one curriculum, trained once (its epoch, with its end time)
     assert len(list(tmp_path.glob("curriculum-*/curriculum.json"))) == 1
-    first = {m: records[m, 0]["spans"][0] for m in ("full-bptt", "uio-biased", "uio", "uio-window")}
-    assert first["full-bptt"] == first["uio-biased"] == first["uio"] != first["uio-window"]
+    shared = [records[m, 0].get("shared") for m in ("full-bptt", "uio-biased", "uio", "uio-window", "detached")]
+    assert shared[0] == shared[1] == shared[2] and shared[0]["spans"] and shared[3] is None and shared[4] is None
+    assert shared[0]["from"] == next(tmp_path.glob("curriculum-*")).name
+    assert all(len(records[m, 0]["spans"]) == 1 for m in ("full-bptt", "uio-biased", "uio"))  # the epoch after it
 
 
 def test_training_jobs_share_one_curriculum_and_start_runs_that_may_restart_first(

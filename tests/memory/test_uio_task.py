@@ -214,6 +214,7 @@ def test_runs_with_one_curriculum_twin_share_its_training(tmp_path: Path, monkey
         a, b = (load_tensors(tmp_path / name / "uio.safetensors") for name in (f"{mode}-alone", mode))
         assert all(torch.equal(a[k], b[k]) for k in a)  # the same adapters, bit for bit
         assert shared["restarted"] == info["dropped"] and len(shared["log"]) == cfg.epochs
+        assert shared["curriculum"] == "cur"  # where its first epochs and dropped attempts were trained
         # the curriculum's epoch is copied with its time, not trained again
         assert shared["log"][0] == json.loads((tmp_path / "cur" / "attempt-1" / "last.json").read_text())["log"][0]
     with pytest.raises(SqueezeError, match="no shared curriculum"):

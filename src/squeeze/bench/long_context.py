@@ -129,9 +129,9 @@ def training_jobs(runs: dict[tuple[str, int], tuple[UIOConfig, Path]], folder: P
         twin = cfg.curriculum_twin()
         if twin is not None:
             twins.setdefault(folder / f"curriculum-{_tag(base_print, twin)}", []).append(i)
-    shared = {i: cur for cur, members in twins.items() if len(members) > 1 for i in members}
-    curricula = {cur: todo[members[0]][0] for cur, members in twins.items() if len(members) > 1}
-    jobs = [(cfg, cur, cur) for cur, cfg in curricula.items() if not (cur / CURRICULUM).is_file()]
+    groups = {cur: members for cur, members in twins.items() if len(members) > 1}
+    shared = {i: cur for cur, members in groups.items() for i in members}
+    jobs = [(todo[members[0]][0], cur, cur) for cur, members in groups.items() if not (cur / CURRICULUM).is_file()]
     first = {cur: i for i, (_, cur, _) in enumerate(jobs)}
     runs_todo = sorted(((cfg, run, shared.get(i)) for i, (cfg, run) in enumerate(todo)), key=lambda j: -j[0].restarts)
     return jobs + runs_todo, [None] * len(jobs) + [first.get(cur) for _, _, cur in runs_todo]
@@ -144,7 +144,8 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training record:
     ``spans`` (per training epoch or dropped restart, from its run file: wall-clock end, None for runs from
     before it was logged, and seconds; the in-training evaluations between epochs are not timed, a few
-    seconds per run; a shared curriculum's spans appear in each run that continued from it),
+    seconds per run; a run that continued from a shared curriculum keeps its epochs up to the gate and its
+    dropped attempts under ``shared``: ``from`` (the curriculum's folder) and ``spans``),
     ``dropped`` (restarts) and ``threads`` (torch threads of the process that trained it; None for runs
     from before it was recorded). ``workers`` > 1 trains the missing runs that many at a time
     (:func:`training_jobs`), each process with an equal share of the threads."""
@@ -167,9 +168,13 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
     for key, (cfg, run) in runs.items():
         models[key] = load_uio(run, base=base)
         meta = json.loads((run / META).read_text())
-        dropped = meta.get("restarted", [])
-        records[key] = {"spans": [(e.get("ended"), e["seconds"]) for e in meta["log"] + dropped],
-                        "dropped": len(dropped), "threads": meta.get("threads")}
+        log, dropped = meta["log"], meta.get("restarted", [])
+        spans = [(e.get("ended"), e["seconds"]) for e in log + dropped]
+        records[key] = {"spans": spans, "dropped": len(dropped), "threads": meta.get("threads")}
+        if meta.get("curriculum"):  # the epochs up to the gate and the dropped attempts: trained once, shared
+            gate = cfg.curriculum_steps // cfg.steps_per_epoch
+            records[key] |= {"spans": spans[gate:len(log)],
+                             "shared": {"from": meta["curriculum"], "spans": spans[:gate] + spans[len(log):]}}
     return models, records
 
 
@@ -368,8 +373,8 @@ def wall_seconds(spans: list[tuple[float | None, float]]) -> float:
 
 
 def _seconds(record: dict[str, Any]) -> float:
-    """A run's training seconds: the sum of its spans' (epochs and dropped restarts)."""
-    return sum(sec for _, sec in record["spans"])
+    """A run's training seconds: the sum of its spans' (epochs and dropped restarts), shared ones included."""
+    return sum(sec for _, sec in record["spans"] + record.get("shared", {}).get("spans", []))
 
 
 def budget_line(train: dict[str, list[dict[str, Any]]]) -> str:
@@ -382,12 +387,12 @@ def budget_line(train: dict[str, list[dict[str, Any]]]) -> str:
     dropped = {m: " + ".join(str(r["dropped"]) for r in rs) for m, rs in train.items() if any(r["dropped"] for r in rs)}
     each = ", ".join(f"{m} {v}" for m, v in minutes.items())
     each += f"; dropped attempts: {', '.join(f'{m} {v}' for m, v in dropped.items())}" if dropped else ""
-    # a curriculum shared by several runs (training_jobs) is in each one's spans, with the same end times
-    known = {tuple(s) for r in records for s in r["spans"] if s[0] is not None}
-    spans = [*known, *(s for r in records for s in r["spans"] if s[0] is None)]
+    # a curriculum shared by several runs (training_jobs) counts once
+    shared_spans = {r["shared"]["from"]: r["shared"]["spans"] for r in records if r.get("shared")}
+    spans = [s for r in records for s in r["spans"]] + [s for group in shared_spans.values() for s in group]
     total = sum(sec for _, sec in spans) / 60
     wall = wall_seconds(spans) / 60
-    shared = sum(s[1] for s in known if sum(tuple(x) == s for r in records for x in r["spans"]) > 1) / 60
+    shared = sum(sec for group in shared_spans.values() for _, sec in group) / 60
     side = f"; {total:.1f} min summed, runs side by side counted once" if wall < total - 0.05 else ""
     side += (f"; {shared:.1f} min of curriculum trained once for the runs that share it, in each one's minutes"
              if shared else "")

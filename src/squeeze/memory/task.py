@@ -167,6 +167,8 @@ def train_uio(cfg: UIOConfig, engine: Any, base: nn.Module | None = None, tokens
                "log": result.log, "threads": torch.get_num_threads()}
     if cfg.restarts:  # the attempts dropped at the end of the curriculum (their training time counts too)
         summary["restarted"] = dropped
+    if curriculum is not None:  # its epochs up to the gate and its dropped attempts were trained there, once
+        summary["curriculum"] = Path(curriculum).name
     summary["extra_ratio"] = summary["extra_params"] / summary["base_params"]
     if result.rank == 0 and result.log and result.log[-1]["epoch"] == cfg.epochs:
         trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -256,7 +258,7 @@ def fork_curriculum(cfg: UIOConfig, shared: Path, workdir: Path) -> tuple[int, l
     the attempt that went on there is copied under ``cfg``'s identity (its log and dropped attempts too, with
     their times, so runs sharing it count its training once when they overlap). A run already started
     keeps its own checkpoint. Returns that attempt and the dropped attempts."""
-    from squeeze.train.state import CHECKPOINT, fork_state, read_meta  # noqa: PLC0415
+    from squeeze.train.state import CHECKPOINT, fork_state  # noqa: PLC0415
 
     if not (shared / CURRICULUM).is_file():
         raise SqueezeError(f"no trained curriculum in {shared} ({CURRICULUM} missing); run train_curriculum first")
@@ -268,9 +270,7 @@ def fork_curriculum(cfg: UIOConfig, shared: Path, workdir: Path) -> tuple[int, l
     attempt = int(info["attempt"])
     dst = _attempt_dir(cfg, workdir, attempt) / CHECKPOINT
     if not dst.is_file():
-        src = _attempt_dir(twin, shared, attempt) / CHECKPOINT
-        identity = {**read_meta(src)["identity"], "config": _attempt(cfg, attempt).to_dict()}
-        fork_state(src, dst, identity)
+        fork_state(_attempt_dir(twin, shared, attempt) / CHECKPOINT, dst, {"config": _attempt(cfg, attempt).to_dict()})
     return attempt, list(info["dropped"])
 
 

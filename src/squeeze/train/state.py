@@ -130,15 +130,16 @@ def _read_tensors(path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def fork_state(src: Path, dst: Path, identity: dict[str, Any]) -> None:
-    """Copy checkpoint ``src`` to ``dst`` (atomically, with its JSON copy) under another task ``identity``.
+def fork_state(src: Path, dst: Path, identity_update: dict[str, Any]) -> None:
+    """Copy checkpoint ``src`` to ``dst`` (atomically, with its JSON copy) under another task identity: its
+    own with the entries of ``identity_update`` replaced.
 
     For runs whose finished epochs are the same computation as ``src``'s although their configs differ
     (e.g. UIO gradient modes that agree until the curriculum ends: ``UIOConfig.curriculum_twin``); the
     caller vouches for that. Weights, optimizer state, epoch count and log are kept as they are."""
     meta = read_meta(src)
     tensors = _read_tensors(src, meta)
-    meta = {**meta, "identity": identity}
+    meta = {**meta, "identity": {**meta["identity"], **identity_update}}
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(dst, tensors, metadata={META_KEY: json.dumps(meta)})
     write_json(dst.with_suffix(".json"), {k: v for k, v in meta.items() if k != "param_groups"})

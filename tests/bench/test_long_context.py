@@ -24,7 +24,7 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
                val_tokens=tokens)
     saved = json.loads((tmp_path / "out" / "long-context.json").read_text())
     assert len(saved) == len(rows)
-    assert {r["method"] for r in rows} == {*BENCH_MODES, "uio-window", "truncated", "sliding-window"}
+    assert {r["method"] for r in rows} == {*BENCH_MODES, "truncated", "sliding-window"}
     assert {r["metric"] for r in rows} == {"ppl", "passkey_acc", "sec_per_token", "peak_mb"}
     ppl = {(r["method"], r["context_x"]): r["quant"] for r in rows if r["metric"] == "ppl"}
     assert all(1.0 < v < 1e4 for v in ppl.values())
@@ -34,12 +34,12 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "long-context.md").read_text()
     assert "Passkey" in md and "Passkey digits" in md and "full-attention" in md
     assert "trained for 2 steps of 1 documents x 4 segments (the first 1 steps: 3 segments)" in md
-    assert "- training: " in md and "time per token 2x / 1x, uio-window" in md  # the checks section
+    assert "- training: " in md and "time per token 2x / 1x, uio" in md  # the checks section
+    assert "bfloat16" not in md  # quick: float32
     assert all(0.0 <= r["digit_acc"] <= 1.0 for r in rows if r["metric"] == "passkey_acc")
     # the span split exists for memory models only (baselines have no memory spans)
-    assert {r["method"] for r in rows if "digit_acc_span_end" in r} == {*BENCH_MODES, "uio-window"}
-    assert {r["method"] for r in rows if r["metric"] == "sec_per_token"} == {"uio", "uio-window", "truncated",
-                                                                             "sliding-window"}
+    assert {r["method"] for r in rows if "digit_acc_span_end" in r} == set(BENCH_MODES)
+    assert {r["method"] for r in rows if r["metric"] == "sec_per_token"} == {"uio", "truncated", "sliding-window"}
     assert (tmp_path / "out" / "long-context.png").stat().st_size > 1000
     assert {r["seed"] for r in rows if r["method"] == "uio" and r["metric"] == "ppl"} == set(QUICK_UIO_SEEDS)
     assert {r["seed"] for r in rows if r["method"] != "uio"} == {0}
@@ -53,7 +53,7 @@ def test_quick_bench_writes_rows_table_and_plot(tmp_path: Path) -> None:
     cache = tmp_path / "cache" / "long-context-quick"
     runs = sorted(p.name for p in cache.glob("uio-*"))
     # uio trains on every seed of QUICK_UIO_SEEDS (one folder each), the other memory models on seed 0
-    assert len(runs) == 5 + len(QUICK_UIO_SEEDS) - 1 and runs[0].startswith("uio-detached-")
+    assert len(runs) == len(MEMORY_METHODS) + len(QUICK_UIO_SEEDS) - 1 and runs[0].startswith("uio-detached-")
     assert all((cache / r / "uio.safetensors").is_file() for r in runs)
     # the page names the command it was run with (here every run is reused, so nothing trains)
     run(tmp_path / "out", quick=True, cache_dir=tmp_path / "cache", base=base, tokens=tokens, val_tokens=tokens,
@@ -98,6 +98,8 @@ def test_recipe_names_the_restarts() -> None:
     text = recipe(info)
     assert "under 50 % of the validation passkeys" in text and "at most 2 times (`detached` never" in text
     assert "dropped" not in recipe({**info, "restarts": 0})
+    assert "bfloat16 (`bf16-mixed` autocast)" in recipe({**info, "precision": "bf16-mixed"})
+    assert "bfloat16" not in recipe({**info, "precision": "32-true"})
 
 
 def test_wall_seconds_counts_overlapping_runs_once() -> None:
@@ -142,8 +144,8 @@ def test_train_all_with_two_workers(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/uio.json")} == written
     # full-bptt, uio-biased and uio continued from one curriculum, trained once (its epoch, with its end time)
     assert len(list(tmp_path.glob("curriculum-*/curriculum.json"))) == 1
-    shared = [records[m, 0].get("shared") for m in ("full-bptt", "uio-biased", "uio", "uio-window", "detached")]
-    assert shared[0] == shared[1] == shared[2] and shared[0]["spans"] and shared[3] is None and shared[4] is None
+    shared = [records[m, 0].get("shared") for m in ("full-bptt", "uio-biased", "uio", "detached")]
+    assert shared[0] == shared[1] == shared[2] and shared[0]["spans"] and shared[3] is None
     assert shared[0]["from"] == next(tmp_path.glob("curriculum-*")).name
     assert all(len(records[m, 0]["spans"]) == 1 for m in ("full-bptt", "uio-biased", "uio"))  # the epoch after it
 
@@ -157,10 +159,12 @@ def test_training_jobs_share_one_curriculum_and_start_runs_that_may_restart_firs
 
     def record(worker: object, jobs: list[tuple], workers: int, after: list[int | None]) -> None:
         order.extend((job[0].grad_mode, job[1].name.split("-")[0], job[2]) for job in jobs)
+        seen.extend(jobs)
         waits.extend(after)
         raise Stop
 
     order: list[tuple] = []
+    seen: list[tuple] = []
     waits: list[int | None] = []
     monkeypatch.setattr(lc, "train_parallel", record)
     base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
@@ -172,3 +176,11 @@ def test_training_jobs_share_one_curriculum_and_start_runs_that_may_restart_firs
     sharing = [m for (m, _, c), w in zip(runs, waits[1:]) if c == cur and w == 0]
     assert sharing == ["full-bptt", "uio-biased", "uio"]
     assert runs[-1][0] == "detached"  # the only run that never restarts
+    # another precision: every job gets it, and no run or curriculum folder of float32 is reused for it
+    folders = {job[1].name for job in seen}
+    assert {job[-1] for job in seen} == {"32-true"}
+    seen.clear()
+    with pytest.raises(Stop):
+        train_all(base, {**QUICK_FIELDS, "restarts": 1}, (0,), tmp_path, encode(TEXT), encode(TEXT), workers=2,
+                  precision="bf16-mixed")
+    assert {job[-1] for job in seen} == {"bf16-mixed"} and not folders & {job[1].name for job in seen}

@@ -2,19 +2,18 @@
 and a sliding window, on held-out Shakespeare (val split) and passkey retrieval.
 
 Trains one memory model per gradient mode of :data:`BENCH_MODES` (``uio``, ``uio-biased``, ``full-bptt``,
-``detached``), and ``uio-window`` (``uio`` whose decoder keeps the previous segment raw, a deviation), on
-the frozen ``lm-shakespeare`` with identical data and schedule (:data:`BENCH_FIELDS`), each in its own resumable
-folder under ``CACHE/long-context/``; a finished run is reused. ``uio`` trains on every seed of
+``detached``) on the frozen ``lm-shakespeare`` with identical data and schedule (:data:`BENCH_FIELDS`), each in
+its own resumable folder under ``CACHE/long-context/``; a finished run is reused. ``uio`` trains on every seed of
 :data:`UIO_SEEDS`, the others on seed 0; cells of several seeds are mean ± std. Then measures:
 
 * ``ppl`` at 1x..32x the base context (whole documents of that length, every target scored);
 * ``passkey_acc`` at 4x, 8x, 16x (needle hidden beyond the last base context, 5-digit exact match);
-* ``sec_per_token`` and ``peak_mb`` vs context for ``uio``, ``uio-window``, the baselines and (plot and an
+* ``sec_per_token`` and ``peak_mb`` vs context for ``uio``, the baselines and (plot and an
   extra field only) full attention over the whole input;
 
 and checks the issue's targets on the page, training minutes included (from each run's epoch log).
 
-Rows: ``method`` in uio, uio-biased, full-bptt, detached, uio-window, sliding-window, truncated; ``metric`` in
+Rows: ``method`` in uio, uio-biased, full-bptt, detached, sliding-window, truncated; ``metric`` in
 passkey_acc, ppl, sec_per_token, peak_mb; ``context_x``; value in ``quant``; ``fp`` = the truncated
 base model's value for the same metric and length (the reference). Writes long-context.{md,json,png}.
 
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +48,11 @@ MODEL = "lm-shakespeare"
 BASELINES = ("truncated", "sliding-window")
 # The first 1,000 steps train on 3-segment documents (the curriculum, a deviation: docs/methods/uio.md), the rest on 8.
 BENCH_FIELDS = {"segment": 64, "memory": 32, "memory_positions": "compact", "doc_segments": 8,
-                "curriculum_segments": 3, "curriculum_steps": 1000, "steps": 2500, "steps_per_epoch": 250,
+                "curriculum_segments": 3, "curriculum_steps": 1000, "steps": 2000, "steps_per_epoch": 250,
                 "batch_size": 4, "keep": 2, "passkey_frac": 0.5, "batched": True, "restarts": 2,
                 "restart_below": 0.5, "seed": 0}
 BENCH_EVAL = {"ppl_x": (1, 2, 4, 8, 16, 32), "passkey_x": (4, 8, 16), "ppl_docs": 4, "passkey_docs": 40,
               "cost_x": (1, 2, 4, 8, 16, 32), "cost_repeats": 11}
-# Matrix products in bfloat16 (autocast; weights and optimizer state stay float32): a step takes 1/1.3 of its
-# float32 time on CPUs with AVX512-BF16 / AMX, which pays for the last 500 steps. Without those instructions
-# bfloat16 is emulated and slower than float32 (a warning says so).
-BENCH_PRECISION = "bf16-mixed"
 # The memory models: one per mode of BENCH_MODES. `raw_window` (the decoder keeps earlier segments raw, a deviation)
 # is a one-off since the page of commit 425f935 (docs/methods/uio.md), not benched.
 BENCH_MODES = ("full-bptt", "detached", "uio-biased", "uio")  # `uio-unweighted` is a one-off (docs), not benched
@@ -82,46 +76,40 @@ QUICK_EVAL = {"ppl_x": (1, 2), "passkey_x": (2,), "ppl_docs": 1, "passkey_docs":
 def _train_in_worker(args: tuple[Any, ...]) -> str:
     """One memory-model run, or a shared curriculum (``run`` named ``curriculum-*``), in a worker process with
     ``threads`` torch threads (``--workers``)."""
-    cfg, run, curriculum, base, tokens, val_tokens, precision, threads = args
+    cfg, run, curriculum, base, tokens, val_tokens, threads = args
     torch.set_num_threads(threads)
-    _train(cfg, run, curriculum, base, tokens, val_tokens, precision)
+    _train(cfg, run, curriculum, base, tokens, val_tokens)
     return run.name
 
 
 def _train(cfg: UIOConfig, run: Path, curriculum: Path | None, base: nn.Module, tokens: torch.Tensor,
-           val_tokens: torch.Tensor, precision: str) -> None:
+           val_tokens: torch.Tensor) -> None:
     """Train (or resume) the run in ``run``, from the shared ``curriculum`` if given; ``run`` == ``curriculum``
     trains that curriculum itself."""
     from squeeze.memory.task import train_curriculum, train_uio  # noqa: PLC0415
 
     data = {"base": base, "tokens": tokens, "val_tokens": val_tokens}
     if run == curriculum:
-        train_curriculum(cfg, _engine(run, precision), **data)
+        train_curriculum(cfg, _engine(run), **data)
     else:
-        train_uio(cfg, _engine(run, precision), curriculum=curriculum, **data)
+        train_uio(cfg, _engine(run), curriculum=curriculum, **data)
 
 
-def _engine(run: Path, precision: str) -> Any:
+def _engine(run: Path) -> Any:
     """The run's engine config: resume if any checkpoint is under ``run`` (attempt-*/ too)."""
     from squeeze.train.engine import EngineConfig  # noqa: PLC0415
     from squeeze.train.state import CHECKPOINT  # noqa: PLC0415
 
-    return EngineConfig(run, resume=next(run.rglob(CHECKPOINT), None) is not None, precision=precision)
+    return EngineConfig(run, resume=next(run.rglob(CHECKPOINT), None) is not None)
 
 
-def _stamp(base_print: str, precision: str) -> str:
-    """What run folders' tags hash besides the config: the base's weights and, unless float32 (the tags of
-    runs from before the option stay), the training precision."""
-    return base_print if precision == "32-true" else f"{base_print} {precision}"
+def _tag(base_print: str, cfg: UIOConfig) -> str:
+    """A run folder's name tag: the base's weights and the whole config (a retrained base or a changed option
+    never reuses a model trained for the old one)."""
+    return hashlib.sha1(f"{base_print} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()[:10]
 
 
-def _tag(stamp: str, cfg: UIOConfig) -> str:
-    """A run folder's name tag: :func:`_stamp` and the whole config (a retrained base, another precision or a
-    changed option never reuses a model trained for the old one)."""
-    return hashlib.sha1(f"{stamp} {json.dumps(cfg.to_dict(), sort_keys=True)}".encode()).hexdigest()[:10]
-
-
-def training_jobs(runs: dict[tuple[str, int], tuple[UIOConfig, Path]], folder: Path, stamp: str
+def training_jobs(runs: dict[tuple[str, int], tuple[UIOConfig, Path]], folder: Path, base_print: str
                   ) -> tuple[list[tuple[UIOConfig, Path, Path | None]], list[int | None]]:
     """The unfinished runs as jobs ``(cfg, run, curriculum)`` in training order, and per job the index of the
     job it starts from (None: from scratch).
@@ -138,7 +126,7 @@ def training_jobs(runs: dict[tuple[str, int], tuple[UIOConfig, Path]], folder: P
     for i, (cfg, _) in enumerate(todo):
         twin = cfg.curriculum_twin()
         if twin is not None:
-            twins.setdefault(folder / f"curriculum-{_tag(stamp, twin)}", []).append(i)
+            twins.setdefault(folder / f"curriculum-{_tag(base_print, twin)}", []).append(i)
     groups = {cur: members for cur, members in twins.items() if len(members) > 1}
     shared = {i: cur for cur, members in groups.items() for i in members}
     jobs = [(todo[members[0]][0], cur, cur) for cur, members in groups.items() if not (cur / CURRICULUM).is_file()]
@@ -148,7 +136,7 @@ def training_jobs(runs: dict[tuple[str, int], tuple[UIOConfig, Path]], folder: P
 
 
 def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...], folder: Path,
-              tokens: torch.Tensor, val_tokens: torch.Tensor, workers: int = 1, precision: str = "32-true"
+              tokens: torch.Tensor, val_tokens: torch.Tensor, workers: int = 1
               ) -> tuple[dict[tuple[str, int], nn.Module], dict[tuple[str, int], dict[str, Any]]]:
     """One trained (or reused) memory model per entry of :data:`MEMORY_METHODS` and training seed (``uio``: each
     of ``uio_seeds``; the others: the recipe's seed), keyed by (method, seed), and each one's training record:
@@ -158,23 +146,22 @@ def train_all(base: nn.Module, fields: dict[str, Any], uio_seeds: tuple[int, ...
     dropped attempts under ``shared``: ``from`` (the curriculum's folder) and ``spans``),
     ``dropped`` (restarts) and ``threads`` (torch threads of the process that trained it; None for runs
     from before it was recorded). ``workers`` > 1 trains the missing runs that many at a time
-    (:func:`training_jobs`), each process with an equal share of the threads; ``precision``: the engine's."""
+    (:func:`training_jobs`), each process with an equal share of the threads."""
     from squeeze.memory.task import META, load_uio  # noqa: PLC0415
     from squeeze.train.checkpoint import fingerprint  # noqa: PLC0415
 
-    stamp = _stamp(fingerprint(base), precision)  # hashes every base weight: once, not per mode
+    base_print = fingerprint(base)  # hashes every base weight: once, not per mode
     runs = {}
     for method, options in MEMORY_METHODS.items():
         for seed in uio_seeds if method == "uio" else (fields["seed"],):
             cfg = UIOConfig.from_dict({"base": MODEL, **fields, **options, "seed": seed})
-            runs[method, seed] = (cfg, folder / f"uio-{method}-{_tag(stamp, cfg)}")
-    jobs, after = training_jobs(runs, folder, stamp)
+            runs[method, seed] = (cfg, folder / f"uio-{method}-{_tag(base_print, cfg)}")
+    jobs, after = training_jobs(runs, folder, base_print)
     if workers > 1 and jobs:
-        train_parallel(_train_in_worker, [(*job, base, tokens, val_tokens, precision) for job in jobs], workers,
-                       after)
+        train_parallel(_train_in_worker, [(*job, base, tokens, val_tokens) for job in jobs], workers, after)
     else:  # in job order: a shared curriculum before the runs that continue from it
         for cfg, run, curriculum in jobs:
-            _train(cfg, run, curriculum, base, tokens, val_tokens, precision)
+            _train(cfg, run, curriculum, base, tokens, val_tokens)
     models, records = {}, {}
     for key, (cfg, run) in runs.items():
         models[key] = load_uio(run, base=base)
@@ -324,8 +311,6 @@ def recipe(info: dict[str, Any]) -> str:
     text = f"{info['steps']} steps of {info['batch_size']} documents x {info['doc_segments']} segments"
     if info.get("curriculum_steps"):
         text += f" (the first {info['curriculum_steps']} steps: {info['curriculum_segments']} segments)"
-    if info.get("precision", "32-true") != "32-true":
-        text += f", matrix products in bfloat16 (`{info['precision']}` autocast)"
     if info.get("restarts"):
         text += (f"; a run that reads under {100 * info['restart_below']:.0f} % of the validation passkeys when "
                  f"those steps end is dropped and retrained from a fresh model on a derived seed, at most "
@@ -452,16 +437,12 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), ba
 
     start = time.perf_counter()
     fields, ev = (QUICK_FIELDS, QUICK_EVAL) if quick else (BENCH_FIELDS, BENCH_EVAL)
-    precision = "32-true" if quick else BENCH_PRECISION  # quick: no slow emulated bfloat16 on older CPUs
-    if precision.startswith("bf16") and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print("squeeze: warning: this CPU has no native bfloat16; the bench's bfloat16 training will run "
-              "several times slower than on the machines its budget was measured on", file=sys.stderr)
     base = load_model(MODEL).model if base is None else base
     tokens = split_tokens("train") if tokens is None else tokens
     val_tokens = split_tokens("val") if val_tokens is None else val_tokens
     folder = Path(cache_dir) / ("long-context-quick" if quick else "long-context")
     uio_seeds = QUICK_UIO_SEEDS if quick else UIO_SEEDS
-    models, records = train_all(base, fields, uio_seeds, folder, tokens, val_tokens, workers, precision)
+    models, records = train_all(base, fields, uio_seeds, folder, tokens, val_tokens, workers)
     raw = measure(models, base, ev, val_tokens, fields["seed"])
     extra = models["uio", fields["seed"]].extra_parameters()
     train: dict[str, list[dict[str, Any]]] = {}
@@ -469,7 +450,7 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), ba
         train.setdefault(method, []).append(record)
     info = {**fields, "uio_seeds": list(uio_seeds), "base_context": base_context(base), "extra_params": extra,
             "extra_ratio": extra / sum(p.numel() for p in base.parameters()), "quick": quick,
-            "cost_repeats": ev["cost_repeats"], "train": train, "workers": workers, "precision": precision}
+            "cost_repeats": ev["cost_repeats"], "train": train, "workers": workers}
     rows = to_rows(raw, info, time.perf_counter() - start, records)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, "long-context", rows, markdown(rows, info))

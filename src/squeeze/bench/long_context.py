@@ -19,14 +19,12 @@ base model's value for the same metric and length (the reference). Writes long-c
 
 Budget (measured on 2 idle CPU threads): training each memory model (32 memory tokens per 64-token
 segment, 2,000 steps of 4 documents, the first 1,000 of 3 segments and the rest of 8, batched execution, with 8
-in-training evaluations) takes 6-12 min, a dropped restart 2-3 min more; the seven runs (``uio`` on three
-seeds) took 53 min without restarts on one machine, 89 min with them (six dropped attempts) on a machine
-1.4-2x slower, 67 min of wall time there with ``--workers 2`` (two runs side by side on one thread each,
-about 16 % less time per run than one at a time on two threads), and 62.5 min with ``--workers 2`` once
-``uio``, ``uio-biased`` and ``full-bptt`` of seed 0 trained their shared curriculum once
-(:func:`training_jobs`; the page's command, on a machine another 10-20 % slower); target <= 60 min for
-training. The page states the measured wall time of the training epochs. The measurements alone (trained
-models reused) take ~12-15 min.
+in-training evaluations) takes 6-12 min, a dropped restart 2-3 min more. With ``--workers 2`` (two runs side
+by side on one thread each, about 16 % less time per run than one at a time on two threads) and the
+curriculum that ``uio``, ``uio-biased`` and ``full-bptt`` of seed 0 share trained once
+(:func:`training_jobs`), the six runs took 45.8 min of wall time (the page's command); the page before, which
+also trained ``uio-window``, 62.5 min on a machine 12 % slower. Target <= 60 min for training; the page states
+the measured wall time of the training epochs. The measurements alone (trained models reused) take ~12 min.
 """
 from __future__ import annotations
 

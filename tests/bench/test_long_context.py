@@ -164,10 +164,12 @@ def test_training_jobs_share_one_curriculum_and_start_runs_that_may_restart_firs
     monkeypatch.setattr(lc, "train_parallel", record)
     base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
     with pytest.raises(Stop):
-        train_all(base, {**QUICK_FIELDS, "restarts": 1}, (0,), tmp_path, encode(TEXT), encode(TEXT), workers=2)
-    # first the curriculum that full-bptt, uio-biased and uio (curriculum_segments 3 <= keep + 1) share
+        train_all(base, {**QUICK_FIELDS, "restarts": 1}, (0, 1), tmp_path, encode(TEXT), encode(TEXT), workers=2)
+    # first the curriculum that full-bptt, uio-biased and uio of seed 0 (curriculum_segments 3 <= keep + 1) share;
+    # uio of seed 1 has a twin too, but no other run with it: it trains its curriculum itself
     (mode, name, cur), *runs = order
-    assert (mode, name) == ("full-bptt", "curriculum") and len(runs) == len(MEMORY_METHODS)
+    assert (mode, name) == ("full-bptt", "curriculum") and len(runs) == len(MEMORY_METHODS) + 1
     sharing = [m for (m, _, c), w in zip(runs, waits[1:]) if c == cur and w == 0]
     assert sharing == ["full-bptt", "uio-biased", "uio"]
+    assert sum(c is None and w is None for (m, _, c), w in zip(runs, waits[1:]) if m == "uio") == 1
     assert runs[-1][0] == "detached"  # the only run that never restarts

@@ -63,8 +63,9 @@ class UIOConfig:
             kept, so ``uio`` gives full BPTT's exact gradient until the documents grow.
         restarts / restart_below: when the curriculum ends with a validation passkey accuracy (whole keys,
             ``val_passkey_acc``) below ``restart_below``, drop the run and train the curriculum again from a
-            fresh start on another seed, at most ``restarts`` times; the last attempt always runs to the end
-            (0: never, as in the paper and versions <= 12; a deviation). Runs that cannot read keys when the
+            fresh start on another seed, at most ``restarts`` times; if no attempt reads ``restart_below``, the
+            one that read most (the earliest of equals) runs to the end (0: never, as in the paper and versions
+            <= 12; a deviation). Runs that cannot read keys when the
             cheap short documents end do not learn to later (``docs/methods/uio.md``), so only that phase is
             repeated. Attempt ``a`` trains in ``WORKDIR/attempt-a``; attempt 0 is the plain run of ``seed``.
         prefix_segments: P, the most distractor segments in front of a training document (0: none, as in the

@@ -193,13 +193,15 @@ def _attempt_dir(cfg: UIOConfig, workdir: Path, attempt: int) -> Path:
 def run_curriculum(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig], UIOTask]
                    ) -> tuple[int, list[dict[str, Any]]]:
     """Train attempts of ``cfg`` to the end of the curriculum (see :class:`UIOConfig` ``restarts``) until one
-    reads ``restart_below`` of the validation keys there, or the last attempt; returns that attempt and, per
-    dropped attempt, its seed, gate accuracy, seconds and end time."""
+    reads ``restart_below`` of the validation keys there; if none does, the one that read most goes on (the
+    earliest of equals; on resume, the one already trained past the curriculum). Returns the attempt that
+    goes on and, per dropped attempt, its seed, gate accuracy, seconds and end time."""
     from squeeze.train.engine import fit  # noqa: PLC0415
     from squeeze.train.state import CHECKPOINT, read_meta  # noqa: PLC0415
 
     gate = cfg.curriculum_steps // cfg.steps_per_epoch  # the epoch that ends the curriculum (1-based)
-    dropped: list[dict[str, Any]] = []
+    readings: list[dict[str, Any]] = []
+    went_on = None  # an attempt already trained past the gate (a resumed run): it was chosen then
     for attempt in range(cfg.restarts + 1):
         run, folder = _attempt(cfg, attempt), _attempt_dir(cfg, engine.workdir, attempt)
         # --resume continues every attempt already on disk; without it an existing attempt is refused by fit
@@ -208,15 +210,23 @@ def run_curriculum(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig],
         if done < gate:
             fit(make_task(run), replace(engine, workdir=folder, resume=resume, max_epochs=gate - done))
         log = read_meta(folder / CHECKPOINT)["log"]
-        acc = float(log[gate - 1]["val_passkey_acc"])
-        if acc >= cfg.restart_below or attempt == cfg.restarts:
-            return attempt, dropped
-        dropped.append({"attempt": attempt, "seed": run.seed, "gate_passkey_acc": acc,
-                        "seconds": round(sum(e["seconds"] for e in log[:gate]), 2),
-                        "ended": log[gate - 1].get("ended")})
-        tqdm.write(f"attempt {attempt} (seed {run.seed}) reads {acc:.3f} of the validation keys when its curriculum "
-                   f"ends, below restart_below {cfg.restart_below}: restarting")
-    raise AssertionError("unreachable: the last attempt always returns")
+        readings.append({"attempt": attempt, "seed": run.seed,
+                         "gate_passkey_acc": float(log[gate - 1]["val_passkey_acc"]),
+                         "seconds": round(sum(e["seconds"] for e in log[:gate]), 2),
+                         "ended": log[gate - 1].get("ended")})
+        went_on = attempt if len(log) > gate else went_on
+        if readings[-1]["gate_passkey_acc"] >= cfg.restart_below:
+            break
+        if attempt < cfg.restarts:
+            tqdm.write(f"attempt {attempt} (seed {run.seed}) reads {readings[-1]['gate_passkey_acc']:.3f} of the "
+                       f"validation keys when its curriculum ends, below restart_below {cfg.restart_below}: restarting")
+    if readings[-1]["gate_passkey_acc"] >= cfg.restart_below:
+        kept = readings[-1]["attempt"]
+    else:  # max returns the first of equals: the earliest attempt
+        kept = went_on if went_on is not None else max(readings, key=lambda r: r["gate_passkey_acc"])["attempt"]
+        tqdm.write(f"no attempt reads restart_below {cfg.restart_below} of the validation keys when its curriculum "
+                   f"ends: attempt {kept} ({readings[kept]['gate_passkey_acc']:.3f}) goes on")
+    return kept, [r for r in readings if r["attempt"] != kept]
 
 
 def fit_with_restarts(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig], UIOTask],

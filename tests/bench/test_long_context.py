@@ -95,7 +95,8 @@ def test_checks_use_the_mean_over_seeds() -> None:
 def test_recipe_names_the_restarts() -> None:
     info = {**BENCH_FIELDS}
     text = recipe(info)
-    assert "under 75 % of the validation passkeys" in text and "the one that read most goes on (`detached` never" in text
+    assert "under 75 % of the validation passkeys" in text
+    assert "the one that read most goes on (`detached` never" in text
     assert "dropped" not in recipe({**info, "restarts": 0})
 
 

@@ -218,6 +218,17 @@ def test_when_no_attempt_passes_the_gate_the_one_that_read_most_goes_on(tmp_path
     # a resume of the finished run keeps the attempt that went on and lists the same dropped ones
     again = train_uio(cfg, EngineConfig(tmp_path / "r", resume=True, progress=False), **data)
     assert again["restarted"] == summary["restarted"]
+    # a run whose last attempt went on although an earlier one read as much (the rule before this fallback)
+    # resumes that attempt, not the earliest best
+    old = tmp_path / "old"
+    for attempt in range(3):
+        run = replace(cfg, restarts=0, seed=derived_seed(cfg.seed, 89, attempt) if attempt else cfg.seed)
+        train_uio(run, EngineConfig(old / f"attempt-{attempt}", progress=False, max_epochs=None if attempt == 2 else 1),
+                  **data)
+    resumed = train_uio(cfg, EngineConfig(old, resume=True, progress=False), **data)
+    assert [d["attempt"] for d in resumed["restarted"]] == [0, 1]
+    a, b = load_tensors(old / "uio.safetensors"), load_tensors(old / "attempt-2" / "uio.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_runs_with_one_curriculum_twin_share_its_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,16 +191,15 @@ def test_restarts_drop_attempts_that_cannot_read_keys_when_the_curriculum_ends(t
 
 def test_when_no_attempt_passes_the_gate_the_one_that_read_most_goes_on(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from squeeze.memory.task import UIOTask  # noqa: PLC0415
+    from squeeze.memory.task import UIOTask, _attempt  # noqa: PLC0415
     from squeeze.train.checkpoint import load_tensors  # noqa: PLC0415
-    from squeeze.train.engine import derived_seed  # noqa: PLC0415
 
     torch.manual_seed(0)
     base = TinyLlama(LMArch(dim=16, layers=2, heads=2, kv_heads=2, hidden=32, context=64)).eval()
     cfg = UIOConfig(segment=32, memory=4, doc_segments=5, curriculum_segments=3, curriculum_steps=2, steps=4,
                     steps_per_epoch=2, batch_size=2, passkey_frac=0.0, restarts=2, restart_below=0.75)
     # attempts 1 and 2 read 0.5, attempt 0 reads 0.25: none passes, attempt 1 (the earliest best) goes on
-    reads = {cfg.seed: 0.25, derived_seed(cfg.seed, 89, 1): 0.5, derived_seed(cfg.seed, 89, 2): 0.5}
+    reads = {_attempt(cfg, a).seed: r for a, r in enumerate((0.25, 0.5, 0.5))}
 
     def evaluate(self: UIOTask, module: torch.nn.Module) -> dict[str, float]:
         return {"val_passkey_acc": reads[self.seed]}
@@ -211,8 +210,7 @@ def test_when_no_attempt_passes_the_gate_the_one_that_read_most_goes_on(tmp_path
     assert [(d["attempt"], d["gate_passkey_acc"]) for d in summary["restarted"]] == [(0, 0.25), (2, 0.5)]
     logs = {a: json.loads((tmp_path / "r" / f"attempt-{a}" / "log.json").read_text()) for a in range(3)}
     assert [len(logs[a]) for a in range(3)] == [1, cfg.epochs, 1]  # only the kept attempt trained on
-    plain = replace(cfg, restarts=0, seed=derived_seed(cfg.seed, 89, 1))
-    train_uio(plain, EngineConfig(tmp_path / "plain", progress=False), **data)
+    train_uio(_attempt(cfg, 1), EngineConfig(tmp_path / "plain", progress=False), **data)
     a, b = load_tensors(tmp_path / "r" / "uio.safetensors"), load_tensors(tmp_path / "plain" / "uio.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a resume of the finished run keeps the attempt that went on and lists the same dropped ones
@@ -222,9 +220,8 @@ def test_when_no_attempt_passes_the_gate_the_one_that_read_most_goes_on(tmp_path
     # resumes that attempt, not the earliest best
     old = tmp_path / "old"
     for attempt in range(3):
-        run = replace(cfg, restarts=0, seed=derived_seed(cfg.seed, 89, attempt) if attempt else cfg.seed)
-        train_uio(run, EngineConfig(old / f"attempt-{attempt}", progress=False, max_epochs=None if attempt == 2 else 1),
-                  **data)
+        engine = EngineConfig(old / f"attempt-{attempt}", progress=False, max_epochs=None if attempt == 2 else 1)
+        train_uio(_attempt(cfg, attempt), engine, **data)
     resumed = train_uio(cfg, EngineConfig(old, resume=True, progress=False), **data)
     assert [d["attempt"] for d in resumed["restarted"]] == [0, 1]
     a, b = load_tensors(old / "uio.safetensors"), load_tensors(old / "attempt-2" / "uio.safetensors")

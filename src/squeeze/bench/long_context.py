@@ -23,9 +23,9 @@ in-training evaluations) takes 6-12 min, a dropped restart 2-3 min more. With ``
 by side on one thread each, about 16 % less time per run than one at a time on two threads) and the
 curriculum that ``uio``, ``uio-biased`` and ``full-bptt`` of seed 0 share trained once
 (:func:`training_jobs`), the six runs took 47.3 min of wall time (the page's command, with a third curriculum
-attempt for seed 0 under the 0.75 restart bar); the page before, with the bar at 0.5, 45.8 min.
-Target <= 60 min for training; the page states
-the measured wall time of the training epochs. The measurements alone (trained models reused) take ~12 min.
+attempt for seed 0 under the 0.75 restart bar); the page before, with the bar at 0.5, 45.8 min. Target <= 60
+min for training; the page states the measured wall time of the training epochs. The measurements alone
+(trained models reused) take ~12 min.
 """
 from __future__ import annotations
 

@@ -216,16 +216,14 @@ def run_curriculum(cfg: UIOConfig, engine: Any, make_task: Callable[[UIOConfig],
                          "ended": log[gate - 1].get("ended")})
         went_on = attempt if len(log) > gate else went_on
         if readings[-1]["gate_passkey_acc"] >= cfg.restart_below:
-            break
+            return attempt, readings[:-1]
         if attempt < cfg.restarts:
             tqdm.write(f"attempt {attempt} (seed {run.seed}) reads {readings[-1]['gate_passkey_acc']:.3f} of the "
                        f"validation keys when its curriculum ends, below restart_below {cfg.restart_below}: restarting")
-    if readings[-1]["gate_passkey_acc"] >= cfg.restart_below:
-        kept = readings[-1]["attempt"]
-    else:  # max returns the first of equals: the earliest attempt
-        kept = went_on if went_on is not None else max(readings, key=lambda r: r["gate_passkey_acc"])["attempt"]
-        tqdm.write(f"no attempt reads restart_below {cfg.restart_below} of the validation keys when its curriculum "
-                   f"ends: attempt {kept} ({readings[kept]['gate_passkey_acc']:.3f}) goes on")
+    # max returns the first of equals: the earliest attempt
+    kept = went_on if went_on is not None else max(readings, key=lambda r: r["gate_passkey_acc"])["attempt"]
+    tqdm.write(f"no attempt reads restart_below {cfg.restart_below} of the validation keys when its curriculum "
+               f"ends: attempt {kept} ({readings[kept]['gate_passkey_acc']:.3f}) goes on")
     return kept, [r for r in readings if r["attempt"] != kept]
 
 

@@ -18,6 +18,7 @@ _SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "deploy": ("squeeze.bench.deploy", ("only",)),
     "undem": ("squeeze.bench.undem", ("cache_dir",)),
     "hqss": ("squeeze.bench.hqss", ("cache_dir",)),
+    "claims": ("squeeze.bench.claims", ()),
 }
 SUITES = tuple(_SUITES)
 

@@ -271,6 +271,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``squeeze`` argument parser with every subcommand."""
+    from squeeze.analysis.cli import add_sensitivity_parser
     from squeeze.memory.cli import add_generate_parser
     from squeeze.restore.cli import add_restore_parser
     from squeeze.sparse.cli import add_check_nm_parser
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list compression methods").set_defaults(fn=cmd_methods)
     _add_train_parser(sub)
     _add_run_folder_parsers(sub)
+    add_sensitivity_parser(sub)
     add_check_nm_parser(sub)
     up = sub.add_parser("upscale", help="super-resolve an image with an SR zoo model or a quantized run folder")
     up.add_argument("model", help="edsr-x2, edsr-x4 or a folder written by `squeeze quantize`")

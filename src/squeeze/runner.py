@@ -26,11 +26,17 @@ def fp32_bytes(model: torch.nn.Module) -> int:
     return len(save_bytes({k: v.float().contiguous() for k, v in model.state_dict().items()}))
 
 
+def calibration_inputs(zm: ZooModel, config: QuantConfig) -> torch.Tensor:
+    """The calibration batch ``config`` asks of a zoo model (seeded, so a run can be quantized again alike)."""
+    # a data-free method (spdfq) synthesizes its own images: it gets placeholders of the right shape, no data
+    if getattr(config, "data_free", False):
+        return torch.zeros(config.calib, *zm.input_shape)
+    return zm.calib_inputs(config.calib, config.seed)
+
+
 def quantize_zoo_model(zm: ZooModel, config: QuantConfig, fp: float | None = None) -> tuple[torch.nn.Module, Report]:
     """Quantize a zoo model with ``config`` and measure it; ``fp`` skips re-measuring the float model."""
-    # a data-free method (spdfq) synthesizes its own images: it gets placeholders of the right shape, no data
-    calib = (torch.zeros(config.calib, *zm.input_shape) if getattr(config, "data_free", False)
-             else zm.calib_inputs(config.calib, config.seed))
+    calib = calibration_inputs(zm, config)
     start = time.perf_counter()
     qmodel = quantize(zm.model, config, calib, name=zm.name)
     seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     import torch
 
+from squeeze.report import save_figure  # noqa: F401  (re-exported for the suites)
 from squeeze.train.checkpoint import fingerprint, write_json  # noqa: F401  (fingerprint: re-exported)
 
 
@@ -211,17 +212,6 @@ def bar_plot(agg: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure atomically (temporary file, then rename) and close it."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def train_parallel(worker: Callable[[tuple[Any, ...]], str], jobs: list[tuple[Any, ...]], workers: int,

@@ -1,0 +1,1 @@
+"""Analyses of a compressed model: ``sensitivity`` (which quantized layers cost the most accuracy)."""

@@ -1,0 +1,85 @@
+"""``squeeze sensitivity RUN``: the per-layer analysis of a saved quantized run, written next to it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from squeeze.analysis.sensitivity import per_layer, ranked, suggest_overrides
+from squeeze.errors import SqueezeError
+from squeeze.report import format_table, save_figure
+from squeeze.train.checkpoint import atomic_write_bytes, write_json
+
+
+def run_sensitivity(folder: Path, out: Path | None = None, top: int = 3, alone: bool = False) -> dict[str, Any]:
+    """Analyse the run saved in ``folder``; write ``sensitivity.{json,md,png}`` to ``out`` (default: ``folder``).
+
+    The saved file holds integer weights, so a layer could not be put back in float from it. The run is
+    quantized again instead, from the config and seed its ``report.json`` names (calibration is seeded), and
+    the result says whether the metric matches the saved one. Then one evaluation per quantized layer (two
+    with ``alone``) on the zoo model's evaluation set.
+    """
+    from squeeze.api import quantize  # noqa: PLC0415
+    from squeeze.config import config_from_dict  # noqa: PLC0415
+    from squeeze.runner import calibration_inputs  # noqa: PLC0415
+    from squeeze.zoo.registry import load_model  # noqa: PLC0415
+
+    folder = Path(folder)
+    report_path = folder / "report.json"
+    if not report_path.is_file():
+        raise SqueezeError(f"{folder} holds no report.json; pass a folder written by `squeeze quantize`")
+    try:
+        report = json.loads(report_path.read_text())
+        name, config = report["model"], config_from_dict(report["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SqueezeError(f"{report_path} is not a `squeeze quantize` report ({exc}); quantize again") from exc
+    zm = load_model(name)
+    qmodel = quantize(zm.model, config, calibration_inputs(zm, config), name=name)
+    result = per_layer(qmodel, zm.evaluate, alone=alone)
+    overrides = suggest_overrides(result["layers"], top, wbits=max(8, config.wbits), abits=max(8, config.abits))
+    result.update(model=name, metric=zm.metric, run=str(folder), config=config.to_dict(),
+                  saved_quant=report.get("quant"), suggested_overrides=overrides)
+    out = folder if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sensitivity.json", result)
+    atomic_write_bytes(out / "sensitivity.md", markdown(result).encode())
+    plot(result, out / "sensitivity.png")
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The layers most worth keeping in float first, and the overrides that would keep them wider."""
+    columns = ["layer", "without", "recovered"] + (["alone", "cost"] if "alone" in result["layers"][0] else [])
+    lines = [f"# Per-layer sensitivity of {result['run']}", "",
+             f"Model `{result['model']}`, metric {result['metric']}: {result['quant']:.2f} quantized again from the "
+             f"run's config (the run saved {result['saved_quant']}), {result['float']:.2f} with every quantizer "
+             "off. `without`: the metric with only that layer in float; `recovered`: what that gains. `alone`: "
+             "only that layer quantized; `cost`: what that loses. Written by `squeeze sensitivity`.", "",
+             format_table(ranked(result["layers"]), columns), ""]
+    if result["suggested_overrides"]:
+        setting = json.dumps(result["suggested_overrides"])
+        lines += ["Keep the layers that recover most at wider bits:", "",
+                  f"    squeeze quantize ... --set 'overrides={setting}'", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Horizontal bars, one per layer in model order: the metric recovered by keeping it in float."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = result["layers"]
+    chosen = set(result["suggested_overrides"])
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(rows) + 1.5))
+    ax.barh([r["layer"] for r in rows], [r["recovered"] for r in rows],
+            color=["tab:red" if r["layer"] in chosen else "tab:blue" for r in rows])
+    ax.invert_yaxis()  # first layer on top
+    ax.axvline(0, color="k", linewidth=0.8)
+    ax.set_xlabel(f"{result['metric']} recovered with the layer in float (quantized: {result['quant']:.2f}, "
+                  f"float: {result['float']:.2f})")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(f"{result['model']}: per-layer sensitivity (red: suggested overrides)")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -66,7 +66,8 @@ def test_each_measurement_equals_a_model_built_without_that_layers_quantizers(ti
 def test_ranking_and_overrides_name_only_layers_that_help() -> None:
     rows = [{"layer": "a", "recovered": 0.1}, {"layer": "b", "recovered": 2.0}, {"layer": "c", "recovered": -0.2}]
     assert [r["layer"] for r in ranked(rows)] == ["b", "a", "c"]
-    assert suggest_overrides(rows, 5, wbits=8, abits=6) == {"b": {"wbits": 8, "abits": 6}, "a": {"wbits": 8, "abits": 6}}
+    wide = {"wbits": 8, "abits": 6}
+    assert suggest_overrides(rows, 5, wbits=8, abits=6) == {"b": wide, "a": wide}
     assert suggest_overrides(rows, 1) == {"b": {"wbits": 8, "abits": 8}}
     with pytest.raises(SqueezeError, match="--top"):
         suggest_overrides(rows, -1)

@@ -84,7 +84,8 @@ def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["recovered"])
 
 
-def suggest_overrides(rows: list[dict[str, Any]], top: int, wbits: int = 8, abits: int = 8) -> dict[str, dict[str, int]]:
+def suggest_overrides(rows: list[dict[str, Any]], top: int, wbits: int = 8,
+                      abits: int = 8) -> dict[str, dict[str, int]]:
     """A ``QuantConfig.overrides`` value keeping the ``top`` layers that recover the most at wider bits.
 
     Only layers whose float version helps (``recovered > 0``) are named; exact module names, so each

@@ -84,3 +84,9 @@ def test_run_writes_the_page_and_its_json(tmp_path: Path) -> None:
     assert spdfq["verdict"] == "ahead on one seed" and spdfq["gap"] == pytest.approx(1.0)
     assert all(m["verdict"].startswith("not measured") for m in measured if m["page"] != "dfq")
     assert (tmp_path / "claims.md").read_text().startswith("# The papers' claims at our scale")
+
+
+def test_the_committed_page_is_current() -> None:
+    # a results page rewritten without `squeeze bench claims` afterwards leaves claims.md stale
+    page = markdown([measure(c, RESULTS) for c in CLAIMS])
+    assert (RESULTS / "claims.md").read_text() == page, "run `squeeze bench claims` to refresh docs/results/claims.md"

@@ -49,10 +49,11 @@ def run_sensitivity(folder: Path, out: Path | None = None, top: int = 3, alone: 
 
 def markdown(result: dict[str, Any]) -> str:
     """The layers most worth keeping in float first, and the overrides that would keep them wider."""
+    saved = "no metric" if result["saved_quant"] is None else f"{result['saved_quant']:.2f}"
     columns = ["layer", "without", "recovered"] + (["alone", "cost"] if "alone" in result["layers"][0] else [])
     lines = [f"# Per-layer sensitivity of {result['run']}", "",
              f"Model `{result['model']}`, metric {result['metric']}: {result['quant']:.2f} quantized again from the "
-             f"run's config (the run saved {result['saved_quant']}), {result['float']:.2f} with every quantizer "
+             f"run's config (the run saved {saved}), {result['float']:.2f} with every quantizer "
              "off. `without`: the metric with only that layer in float; `recovered`: what that gains. `alone`: "
              "only that layer quantized; `cost`: what that loses. Written by `squeeze sensitivity`.", "",
              format_table(ranked(result["layers"]), columns), ""]

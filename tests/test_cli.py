@@ -89,6 +89,7 @@ def test_methods_lists_post_training_and_trained_methods(capsys) -> None:
     (["quantize", "vit-fmnist", "--method", "gptq", "--wbits", "4", "--abits", "8", "--set", "act_scheme=x"],
      "act_scheme"),
     (["bench", "nope"], "unknown benchmark"),
+    (["quantize", "vit-fmnist", "--method", "rtn", "--wbits", "4"], "needs --method, --wbits and --abits"),
 ])
 def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys, argv: list[str], needle: str) -> None:
     out = tmp_path / "out"
@@ -102,3 +103,34 @@ def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys, argv: list[str
 def test_eval_of_corrupt_file(tmp_path: Path, capsys) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"\x10\x00garbage")
     assert "corrupt" in _error(capsys, ["eval", str(tmp_path)])
+
+
+def test_a_recipe_gives_the_fields_and_flags_go_on_top(tmp_path: Path, capsys, monkeypatch) -> None:
+    seen = []
+
+    def fake_run(model, config, out, force=False):  # the real run is test_quantize_then_eval_reproduces
+        seen.append(config)
+        return {"model": model, "quant": 1.0, "fp": 1.0}
+
+    monkeypatch.setattr(runner, "run_quantize", fake_run)
+    config = squeeze.make_config("gptq", wbits=3, abits=6, calib=8, seed=2, overrides={"head": {"wbits": 8}})
+    report = tmp_path / "report.json"  # a run's report carries its config document
+    report.write_text(json.dumps({"model": "vit-fmnist", "method": "gptq", "config": config.to_dict()}))
+    assert main(["quantize", "vit-fmnist", "--recipe", str(report), "--out", str(tmp_path / "a")]) == 0
+    assert seen[-1] == config
+    document = tmp_path / "recipe.json"  # a bare config document, with a flag and --set over it
+    document.write_text(json.dumps(config.to_dict()))
+    assert main(["quantize", "vit-fmnist", "--recipe", str(document), "--wbits", "4", "--set", "calib=16",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert seen[-1] == replace(config, wbits=4, calib=16)
+    capsys.readouterr()
+    for text, needle in (("{not json", "not readable JSON"), ("[1, 2]", "not a JSON object"),
+                         ('{"method": "rtn", "version": 99, "config": {}}', "newer than this squeeze"),
+                         ('{"method": "rtn", "version": 1, "config": {"wbitz": 4}}', "wbitz")):
+        document.write_text(text)
+        assert needle in _error(capsys, ["quantize", "vit-fmnist", "--recipe", str(document), "--out", "x"])
+    assert "does not exist" in _error(capsys, ["quantize", "vit-fmnist", "--recipe", str(tmp_path / "no.json"),
+                                               "--out", "x"])
+    assert "drop --method" in _error(capsys, ["quantize", "vit-fmnist", "--recipe", str(report), "--method",
+                                              "rtn", "--out", "x"])
+    assert len(seen) == 2

@@ -106,14 +106,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     """``squeeze quantize``: post-training quantization of a model, written to ``--out``."""
-    from squeeze.config import make_config
+    from squeeze.config import make_config, read_recipe
     from squeeze.dfq import GENERATORS
     from squeeze.report import format_table
     from squeeze.runner import run_quantize
 
-    fields = {"wbits": args.wbits, "abits": args.abits, "calib": args.calib, "seed": args.seed,
-              **_options(args.set)}
-    method = args.method
+    flags = {k: v for k in ("wbits", "abits", "calib", "seed") if (v := getattr(args, k)) is not None}
+    fields = {**flags, **_options(args.set)}
+    if args.recipe:  # the recipe's fields, then the flags and --set on top
+        if args.method or args.data:
+            raise SqueezeError("--recipe names the method and its data; drop --method/--data or edit the recipe")
+        method, recipe_fields = read_recipe(Path(args.recipe))
+        fields = {**recipe_fields, **fields}
+    elif not args.method or args.wbits is None or args.abits is None:
+        raise SqueezeError("squeeze quantize needs --method, --wbits and --abits, or --recipe FILE")
+    else:
+        method = args.method
     if args.data:  # data-free: synthesize the calibration images; --method names the PTQ backend
         kind, _, generator = args.data.partition(":")
         if kind != "synthetic" or not generator:
@@ -223,11 +231,13 @@ def _add_run_folder_parsers(sub: argparse._SubParsersAction) -> None:
     """quantize, eval, export and run: a post-training run folder from its creation to ONNX Runtime."""
     q = sub.add_parser("quantize", help="post-training quantization of MODEL")
     q.add_argument("model", help="zoo name (squeeze zoo list), timm:NAME@weights.safetensors or an HF folder")
-    q.add_argument("--method", required=True)
-    q.add_argument("--wbits", type=int, required=True)
-    q.add_argument("--abits", type=int, required=True)
-    q.add_argument("--calib", type=int, default=32)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--method", default="", help="a name from `squeeze methods` (required without --recipe)")
+    q.add_argument("--wbits", type=int, default=None, help="weight bits (required without --recipe)")
+    q.add_argument("--abits", type=int, default=None, help="activation bits (required without --recipe)")
+    q.add_argument("--calib", type=int, default=None, help="calibration samples (default 32)")
+    q.add_argument("--seed", type=int, default=None, help="calibration and method seed (default 0)")
+    q.add_argument("--recipe", default="", help="a JSON config document ({method, version, config}) or a run's "
+                   "report.json: its fields, with any flags and --set given on top")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
     q.add_argument("--data", default="", help="synthetic:spdfq|psaq-vit|psaq-vit-v2|smi|noise: calibrate on "
                    "synthetic images (no data needed); --method then names the PTQ backend (isvit, repq-vit)")

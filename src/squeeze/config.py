@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
 from squeeze.errors import SqueezeError
@@ -140,6 +142,22 @@ def read_document(data: dict[str, Any], what: str, newest: int) -> tuple[str, di
     if version > newest:
         raise SqueezeError(f"{what} config version {version} is newer than this squeeze ({newest}); upgrade squeeze")
     return name, fields
+
+
+def read_recipe(path: Path) -> tuple[str, dict[str, Any]]:
+    """``(method, fields)`` of a recipe file: a config document (``QuantConfig.to_dict``) or a run's report.json,
+    whose ``config`` field is one. JSON only; unknown fields are refused when the config is built."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise SqueezeError(f"recipe {path} does not exist; pass a config JSON or a run's report.json") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SqueezeError(f"recipe {path} is not readable JSON ({exc}); fix the file") from exc
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "method" in data["config"]:
+        data = data["config"]  # a report.json: its config document
+    if not isinstance(data, dict):
+        raise SqueezeError(f"recipe {path} is not a JSON object; expected method, version and config")
+    return read_document(data, "quantization", CONFIG_VERSION)
 
 
 def config_from_dict(data: dict[str, Any]) -> QuantConfig:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import squeeze
-from squeeze.analysis.run import run_sensitivity
+from squeeze.analysis.run import run_sensitivity, search_overrides
 from squeeze.analysis.sensitivity import layer_quantizers, per_layer, ranked, suggest_overrides, switched
 from squeeze.cli import main
 from squeeze.errors import SqueezeError
@@ -80,19 +80,19 @@ def test_a_float_model_is_refused(tiny_vit, tiny_images) -> None:
 
 def test_command_requantizes_the_run_and_writes_its_files(tiny_vit, tiny_images, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    zm = ZooModel("tiny", tiny_vit, "neg_mse", lambda n, seed: tiny_images[:n], _scorer(tiny_vit, tiny_images),
-                  (1, 16, 16))
+    zm = _tiny_zoo(tiny_vit, tiny_images)
     monkeypatch.setattr("squeeze.zoo.registry.load_model", lambda name: zm)
     config = squeeze.make_config("rtn", wbits=2, abits=4, calib=16, batch_size=8)
     run = tmp_path / "run"
     run.mkdir()
     (run / "report.json").write_text(json.dumps({"model": "tiny", "config": config.to_dict(), "quant": -1.0}))
-    result = run_sensitivity(run, top=2)
+    result = run_sensitivity(run, top=2, target=-1e9, max_layers=2)
     assert result["quant"] == pytest.approx(zm.evaluate(_quantized(tiny_vit, tiny_images)))  # the same model again
     assert len(result["suggested_overrides"]) <= 2
     assert set(result["suggested_overrides"]) <= {r["layer"] for r in result["layers"]}
     saved = json.loads((run / "sensitivity.json").read_text())
     assert saved["saved_quant"] == -1.0 and saved["config"]["method"] == "rtn"
+    assert saved["search"]["reached"] and len(saved["search"]["tries"]) == 1  # any run reaches -1e9
     assert (run / "sensitivity.png").stat().st_size > 0
     assert "squeeze quantize ... --set 'overrides=" in (run / "sensitivity.md").read_text()
 
@@ -105,3 +105,28 @@ def test_cli_refuses_a_folder_without_a_report(tmp_path: Path, capsys: pytest.Ca
     assert main(["sensitivity", str(tmp_path)]) == 2
     assert "not a `squeeze quantize` report" in capsys.readouterr().err
     assert not (tmp_path / "sensitivity.json").exists()
+
+
+def _tiny_zoo(tiny_vit, tiny_images) -> ZooModel:
+    return ZooModel("tiny", tiny_vit, "neg_mse", lambda n, seed: tiny_images[:n], _scorer(tiny_vit, tiny_images),
+                    (1, 16, 16))
+
+
+def test_search_stops_at_the_first_run_that_reaches_the_target(tiny_vit, tiny_images) -> None:
+    zm = _tiny_zoo(tiny_vit, tiny_images)
+    config = squeeze.make_config("rtn", wbits=2, abits=4, calib=16, batch_size=8, overrides={"*": {"abits": 6}})
+    q = squeeze.quantize(tiny_vit, config, tiny_images)
+    rows = per_layer(q, zm.evaluate, progress=False)["layers"]
+    best = ranked(rows)[0]["layer"]
+    # reference: the run with that one layer at 8 bits, built by hand; the search's own pattern must come first
+    one = squeeze.make_config("rtn", wbits=2, abits=4, calib=16, batch_size=8,
+                              overrides={best: {"wbits": 8, "abits": 8}, "*": {"abits": 6}})
+    reached = zm.evaluate(squeeze.quantize(tiny_vit, one, tiny_images))
+    search = search_overrides(zm, config, rows, reached, 4, wbits=8, abits=8)
+    assert search["reached"] and len(search["tries"]) == 1
+    assert search["tries"][0]["overrides"] == {best: {"wbits": 8, "abits": 8}}
+    assert search["tries"][0]["quant"] == pytest.approx(reached)
+    never = search_overrides(zm, config, rows, 1.0, 3, wbits=8, abits=8)  # above float (0): out of reach
+    assert not never["reached"] and [t["layers"] for t in never["tries"]] == [1, 2, 3]
+    with pytest.raises(SqueezeError, match="--max-layers"):
+        search_overrides(zm, config, rows, 0.0, 0, wbits=8, abits=8)

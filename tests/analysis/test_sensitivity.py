@@ -97,10 +97,17 @@ def test_command_requantizes_the_run_and_writes_its_files(tiny_vit, tiny_images,
     assert "squeeze quantize ... --set 'overrides=" in (run / "sensitivity.md").read_text()
 
 
+def _one_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip()
+
+
 def test_cli_refuses_a_folder_without_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sensitivity", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "report.json" in err and "\n" not in err
+    assert "--max-layers 0 >= 1" in _one_error(capsys, ["sensitivity", str(tmp_path), "--target", "1",
+                                                        "--max-layers", "0"])
     (tmp_path / "report.json").write_text("{not json")
     assert main(["sensitivity", str(tmp_path)]) == 2
     assert "not a `squeeze quantize` report" in capsys.readouterr().err

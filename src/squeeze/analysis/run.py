@@ -25,6 +25,8 @@ def run_sensitivity(folder: Path, out: Path | None = None, top: int = 3, alone: 
     from squeeze.runner import calibration_inputs  # noqa: PLC0415
     from squeeze.zoo.registry import load_model  # noqa: PLC0415
 
+    if top < 0 or (target is not None and max_layers < 1):  # fail before minutes of evaluation, not after
+        raise SqueezeError(f"--top {top} must be >= 0 and --max-layers {max_layers} >= 1")
     folder = Path(folder)
     name, config, saved_quant = _read_run(folder)
     zm = load_model(name)

@@ -5,7 +5,7 @@ base) for each ``memory_init`` (``learned``: one learned memory embedding, as in
 memory token starts from its span's last token, a deviation), and prints one JSON line per kind with the
 passkey exact-match and digit accuracy on 40 documents of 512 and 1,024 tokens (needle beyond the last
 128 tokens, seed 12) and the perplexity of 16 validation documents of 512 tokens (seed 11), next to the
-truncated base's. Documented in docs/methods/uio.md (anchored memories).
+truncated base's. Documented in docs/methods/uio-experiments.md (anchored memories).
 
     python scripts/uio-init-probe.py [MEMORY]      # memory tokens per 64-token segment, default 32
 """

@@ -2,10 +2,10 @@
 
 Compact memory positions put the memories of the segment ``k`` segments before the question's at positions
 ``-(m (k - 1) + 1) .. -m k`` and clamp them at ``-(context - segment)``, so older memories share one position
-(docs/methods/uio.md). For one finished run folder, at ``X`` times the base context, this counts the
+(docs/methods/uio-experiments.md). For one finished run folder, at ``X`` times the base context, this counts the
 documents whose 5 key digits are all right, apart for needles whose memories sit before the clamp
 (``clamped``) and those that keep distinct positions (``unclamped``), and prints one JSON line. Its
-documents come from seed 99, not the bench's. Documented in docs/methods/uio.md.
+documents come from seed 99, not the bench's. Documented in docs/methods/uio-experiments.md.
 
     python scripts/uio-passkey-depth.py RUN_FOLDER X [N_DOCS]
 """

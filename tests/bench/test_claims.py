@@ -49,6 +49,10 @@ def test_measure_picks_rows_the_best_baseline_and_overrides(tmp_path: Path) -> N
     assert measure(lower, tmp_path)["verdict"].startswith("not measured: page.json lacks")
     missing = Claim("P", "c", "toy", "absent", "new", ("weak",), {"metric": "top1"})
     assert measure(missing, tmp_path)["verdict"] == "not measured: no absent.json"
+    for text, needle in (("{not json", "not valid JSON"), ('{"rows": []}', "not a list of result rows")):
+        (tmp_path / "page.json").write_text(text)
+        with pytest.raises(SqueezeError, match=needle):
+            measure(claim, tmp_path)
 
 
 def test_page_gives_a_standard_error_only_with_seeds_on_both_sides(tmp_path: Path) -> None:

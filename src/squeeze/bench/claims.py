@@ -131,7 +131,12 @@ def measure(claim: Claim, results: Path) -> dict[str, Any]:
     path = results / f"{claim.page}.json"
     if not path.is_file():
         return {**row, "verdict": f"not measured: no {claim.page}.json"}
-    rows = json.loads(path.read_text())
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SqueezeError(f"{path} is not valid JSON ({exc}); rerun the benchmark that writes it") from exc
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise SqueezeError(f"{path} is not a list of result rows; rerun the benchmark that writes it")
     ours = _summary(rows, claim.method, claim.where, scale)
     bases = [s for b in claim.baseline
              if (s := _summary(rows, b, {**claim.where, **claim.baseline_where}, scale)) is not None]

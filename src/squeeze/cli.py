@@ -113,15 +113,14 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
     flags = {k: v for k in ("wbits", "abits", "calib", "seed") if (v := getattr(args, k)) is not None}
     fields = {**flags, **_options(args.set)}
+    method = args.method
     if args.recipe:  # the recipe's fields, then the flags and --set on top
         if args.method or args.data:
             raise SqueezeError("--recipe names the method and its data; drop --method/--data or edit the recipe")
         method, recipe_fields = read_recipe(Path(args.recipe))
         fields = {**recipe_fields, **fields}
-    elif not args.method or args.wbits is None or args.abits is None:
+    elif not method or args.wbits is None or args.abits is None:
         raise SqueezeError("squeeze quantize needs --method, --wbits and --abits, or --recipe FILE")
-    else:
-        method = args.method
     if args.data:  # data-free: synthesize the calibration images; --method names the PTQ backend
         kind, _, generator = args.data.partition(":")
         if kind != "synthetic" or not generator:

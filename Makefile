@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.squeeze-setup
 
-.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant bench-nm bench-sr-ptq bench-deploy bench-undem bench-hqss clean
+.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant bench-nm bench-nm-seeds bench-dfq-cnn bench-sr-ptq bench-deploy bench-undem bench-hqss clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,14 @@ bench-multiquant: setup
 # ~55-65 min on 2 CPU cores (22 short fine-tunes from the float resnet-fmnist; resumable, runs/bench/nm/)
 bench-nm: setup
 	$(BIN)/squeeze bench nm
+
+# ~40 min on 2 CPU cores: seeds 1 and 2 of the eight runs the SpRe / Bi-Mask claims compare (needs nm.json)
+bench-nm-seeds: setup
+	$(BIN)/squeeze bench nm-seeds --workers 2
+
+# ~40 min on 2 CPU cores (ZeroQ and label inversion at 224 px on efficientnet-lite0 dominate; resumable)
+bench-dfq-cnn: setup
+	$(BIN)/squeeze bench dfq-cnn
 
 # needs the edsr-x2/edsr-x4 checkpoints (squeeze train edsr-x2); ~20-35 min on 2 CPU cores
 bench-sr-ptq: setup

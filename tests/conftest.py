@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,3 +38,18 @@ def tiny_vit() -> VisionTransformer:
 def tiny_images() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(16, 1, 16, 16)
+
+
+@pytest.fixture()
+def bn_cnn() -> nn.Module:
+    """Two conv + batch norm stages on 1x8x8 inputs whose running statistics come from smooth, bright
+    "training" images, far from what noise gives (eval mode)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6, momentum=None), nn.ReLU(),
+                        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8, momentum=None), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    rows = torch.linspace(-1.0, 1.5, 8).view(1, 1, 8, 1)
+    with torch.no_grad():
+        for _ in range(4):
+            net(torch.clamp(rows + 0.3 * torch.randn(32, 1, 8, 8), -2, 2))  # train mode: running statistics
+    return net.eval()

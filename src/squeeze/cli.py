@@ -238,8 +238,9 @@ def _add_run_folder_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--recipe", default="", help="a JSON config document ({method, version, config}) or a run's "
                    "report.json: its fields, with any flags and --set given on top")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
-    q.add_argument("--data", default="", help="synthetic:spdfq|psaq-vit|psaq-vit-v2|smi|noise: calibrate on "
-                   "synthetic images (no data needed); --method then names the PTQ backend (isvit, repq-vit)")
+    q.add_argument("--data", default="", help="synthetic:spdfq|psaq-vit|psaq-vit-v2|smi|noise (ViTs), "
+                   "synthetic:zeroq (CNNs with batch norm): calibrate on synthetic images (no data needed); "
+                   "--method then names the PTQ backend (isvit, repq-vit, rtn, gptq, ...)")
     q.add_argument("--out", required=True)
     q.add_argument("--force", action="store_true", help="replace an existing output folder")
     q.set_defaults(fn=cmd_quantize)

@@ -9,8 +9,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from squeeze.bench.common import aggregate, diff_se
 from squeeze.bench import dfq
-from squeeze.bench.dfq import (ALPHA_SOURCES, QUICK_SOURCES, SEEDS, SOURCES, STUDENT_SOURCES, DfqRunner, cells,
-                               checks, choose_alpha, run, table)
+from squeeze.bench.dfq import (ALPHA_SOURCES, QUICK_SOURCES, SEEDS, STUDENT_SOURCES, VIT_SOURCES, DfqRunner,
+                               cells, checks, choose_alpha, run, table)
 from squeeze.zoo.registry import ZooModel
 
 
@@ -22,7 +22,7 @@ def _row(model: str, method: str, w: int, a: int, seed: int, quant: float, synth
 def test_cells_cover_sources_settings_and_put_w4a4_first() -> None:
     plan = cells({"vit-fmnist": "t", "dinov2-s14": "u"}, alphas={"vit-fmnist": 0.3})
     n_seeds = sum(len(s) for s in SEEDS.values())
-    assert len(plan) == 2 * len(SOURCES) * n_seeds == len({c.key for c in plan})
+    assert len(plan) == 2 * len(VIT_SOURCES) * n_seeds == len({c.key for c in plan})
     first = [c for c in plan if (c.wbits, c.abits) == (4, 4) and c.label in QUICK_SOURCES and c.seed < 2]
     assert plan[:len(first)] == first
     assert {c.method for c in plan} == {"isvit"}  # one backend for every source

@@ -48,7 +48,9 @@ SOURCES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "spdfq-no-msr": ("spdfq", {"msr": False}),
     "spdfq-no-soft": ("spdfq", {"soft_labels": False}),
     "real": (None, {}),
+    "zeroq": ("zeroq", {}),  # batch norm statistics: CNNs only (squeeze bench dfq-cnn), not in this suite's plan
 }
+VIT_SOURCES = tuple(s for s in SOURCES if s != "zeroq")
 # alpha1 candidates, fixed before any run. Our APA loss is the paper's plain MSE times P^2 (P patches),
 # so the paper's range 1..1e5 is about 4e-4..40 here for vit-fmnist's 49 patches.
 ALPHA_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -56,7 +58,7 @@ ALPHA_SEEDS = (0, 1)
 ALPHA_SOURCES = ("spdfq", "spdfq-no-msr", "spdfq-no-soft")  # APA on: they take the chosen alpha1
 STUDENT_SOURCES = ("psaq-vit-v2",)  # their images depend on the bits: the student is quantized at the cell's
 SWEEP = "spdfq-alpha"  # label prefix of the alpha1 selection rows
-SYNTH_ITERS = {"vit-fmnist": 300, "dinov2-s14": 200}
+SYNTH_ITERS = {"vit-fmnist": 300, "dinov2-s14": 200, "efficientnet-lite0": 100}
 QUICK_SOURCES = ("noise", "psaq-vit", "spdfq", "real")
 QUICK_ITERS = 50
 SYNTH_LIMIT_S = 300.0  # issue: 32 vit-fmnist images in under 5 minutes on 2 CPU cores
@@ -172,7 +174,7 @@ def cells(models: dict[str, str], quick: bool = False, alphas: dict[str, float] 
     ``alphas``: the chosen alpha1 per model, given to the APA sources as an option (else their default).
     """
     seeds = {(4, 4): [0]} if quick else SEEDS
-    sources = QUICK_SOURCES if quick else tuple(SOURCES)
+    sources = QUICK_SOURCES if quick else VIT_SOURCES
     alphas = alphas or {}
 
     def options(model: str, src: str, w: int, a: int) -> tuple[tuple[str, Any], ...]:
@@ -225,10 +227,11 @@ def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def table(agg: list[dict[str, Any]], rows: list[dict[str, Any]], model: str) -> str:
-    """Sources as rows, settings as columns (mean ± std over seeds), mean synthesis seconds."""
+def table(agg: list[dict[str, Any]], rows: list[dict[str, Any]], model: str,
+          settings: tuple[tuple[int, int], ...] = SETTINGS) -> str:
+    """Sources as rows, ``settings`` as columns (mean ± std over seeds), mean synthesis seconds."""
     rs = [r for r in agg if r["model"] == model]
-    settings = [s for s in SETTINGS if any((r["wbits"], r["abits"]) == s for r in rs)]
+    settings = tuple(s for s in settings if any((r["wbits"], r["abits"]) == s for r in rs))
     out = [{"source": "FP (float)", **{f"W{w}A{a}": f"{rs[0]['fp']:.2f}" for w, a in settings},
             "synthesis s": "", "quantize s": ""}]
     for src in (s for s in SOURCES if any(r["method"] == s for r in rs)):

@@ -1,8 +1,9 @@
 """Data-free quantization: synthesize calibration images from the float model itself.
 
-Generators ``noise``, ``psaq-vit`` (Li et al., ECCV 2022) and ``spdfq`` (Zhong et al., arXiv
-2412.16553: attention priors alignment, multi-semantic reinforcement, soft labels). See
-docs/methods/spdfq.md.
+Generators for ViTs: ``noise``, ``psaq-vit`` (Li et al., ECCV 2022), ``psaq-vit-v2``, ``smi`` and
+``spdfq`` (Zhong et al., arXiv 2412.16553: attention priors alignment, multi-semantic reinforcement,
+soft labels), see docs/methods/spdfq.md; for CNNs with batch norm, ``zeroq`` (Cai et al., CVPR 2020),
+see docs/methods/zeroq.md.
 """
 from squeeze.dfq.config import GENERATORS, Normalization, SynthConfig, normalization_for
 from squeeze.dfq.glue import quantize_data_free, synthetic_calibration

@@ -9,8 +9,8 @@ import torch
 
 from squeeze.errors import SqueezeError
 
-GENERATORS = ("noise", "psaq-vit", "psaq-vit-v2", "smi", "spdfq")
-SYNTH_VERSION = 2  # 2: psaq-vit-v2, smi and their options
+GENERATORS = ("noise", "psaq-vit", "psaq-vit-v2", "smi", "spdfq", "zeroq")
+SYNTH_VERSION = 3  # 2: psaq-vit-v2, smi and their options; 3: zeroq
 
 
 @dataclass
@@ -21,7 +21,8 @@ class SynthConfig:
         generator: ``noise`` (Gaussian noise, no optimization), ``psaq-vit`` (patch-similarity
             entropy, Li et al. ECCV'22), ``psaq-vit-v2`` (the same prior plus an adaptive
             teacher-student loop, Li et al. TNNLS'23), ``smi`` (PSAQ-ViT's loss with sparse model
-            inversion, Hu et al. ICML'24) or ``spdfq`` (APA + MSR + SL, Zhong et al. 2024).
+            inversion, Hu et al. ICML'24), ``spdfq`` (APA + MSR + SL, Zhong et al. 2024) or, for
+            CNNs, ``zeroq`` (batch norm statistics matching, Cai et al. CVPR'20).
         n_images: number of images (papers: 32).
         iters: Adam steps on the pixels (papers: 1000; 300 suffices for the tiny zoo models).
         lr: Adam learning rate on pixels (PSAQ-ViT: 0.2, betas (0.5, 0.9)), warm-up then cosine.

@@ -161,3 +161,17 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor) ->
     """Mean over the batch of KL(softmax(teacher) || softmax(student)); both (B, C) (PSAQ-ViT V2)."""
     log_t = teacher_logits.log_softmax(dim=-1)
     return (log_t.exp() * (log_t - student_logits.log_softmax(dim=-1))).sum(dim=-1).mean()
+
+
+def batchnorm_statistics_loss(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """ZeroQ's distance of each image's per-channel statistics to a batch norm layer's running ones.
+
+    ``x``: (N, C, H, W) input of the layer; ``mean`` / ``var``: (C,) running statistics. Every image's
+    channel mean and std (over H x W) is compared with them: the squared L2 distance summed over images
+    and channels, divided by N (Cai et al., CVPR 2020, eq. 2 as their released code computes it: per
+    image, not over the batch as DeepInversion does).
+    """
+    flat = x.flatten(2)  # (N, C, H*W)
+    img_mean = flat.mean(dim=2)
+    img_std = (flat.var(dim=2) + 1e-6).sqrt()  # eps: the gradient of sqrt at 0
+    return ((img_mean - mean).pow(2).sum() + (img_std - (var + 1e-6).sqrt()).pow(2).sum()) / x.shape[0]

@@ -12,7 +12,10 @@ One loop serves every generator; the generator decides the loss terms:
   least-attended patches are dropped from attention and frozen (Hu et al., ICML 2024; see
   :mod:`squeeze.dfq.sparse`);
 * ``spdfq``: CE (soft targets with SL, hard without) + alpha * APA + MSR box CEs
-  + tv_weight * |TV - v| (Zhong et al., arXiv 2412.16553).
+  + tv_weight * |TV - v| (Zhong et al., arXiv 2412.16553);
+* ``zeroq``: for CNNs, the distance of each image's per-channel statistics at every batch norm
+  layer to its running statistics, and of the image itself to mean 0 / std 1, nothing else (Cai
+  et al., CVPR 2020; see :mod:`squeeze.dfq.batchnorm`).
 
 Each step applies one random roll (``jitter`` px) and horizontal flip to the whole chunk, takes the
 gradient of the loss with respect to the pixels only (the model's parameters are never touched),
@@ -34,6 +37,7 @@ from tqdm import tqdm
 from squeeze.devices import model_device
 from squeeze.dfq import losses
 from squeeze.dfq.attention import cls_attention, patch_grid, record_attention, require_attention
+from squeeze.dfq.batchnorm import record_batchnorm, require_batchnorm
 from squeeze.dfq.config import Normalization, SynthConfig, normalization_for
 from squeeze.dfq.msr import Box, crop_resize, draw_boxes
 from squeeze.dfq.sparse import SparseInversion, masked_keys
@@ -171,6 +175,9 @@ def _step_loss(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Gener
     if rec is not None:
         rec.clear()
     logits = net(view)
+    if cfg.generator == "zeroq":  # every batch norm layer's statistics, and the input's: mean 0, std 1
+        channels = view.shape[1]
+        return rec.loss() + losses.batchnorm_statistics_loss(view, view.new_zeros(channels), view.new_ones(channels))
     if student is not None:
         confidence, entropy, kl = _adaptive(logits, view, student, rec)
         return confidence - entropy - cfg.adv_weight * kl + _tv(chunk, cfg)
@@ -215,6 +222,8 @@ def _optimize(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, bounds: tuple[tor
         rec = None
         if needs_probs or needs_outputs:
             rec = stack.enter_context(record_attention(net, _component(cfg), needs_probs, needs_outputs))
+        elif cfg.generator == "zeroq":
+            rec = stack.enter_context(record_batchnorm(net))
         stack.enter_context(masked_keys(attention_modules(net), chunk.sparse))
         for step in range(cfg.iters):
             if chunk.sparse is not None and step in drops:
@@ -245,6 +254,8 @@ def _labels(net: nn.Module, chunk: _Chunk, own: bool) -> torch.Tensor:
 def synthesis_model(model: nn.Module, cfg: SynthConfig) -> nn.Module:
     """The network to invert: ``model`` itself, or a prepared copy when attention must be read."""
     needs_attention = cfg.generator in PSE_GENERATORS or (cfg.generator == "spdfq" and cfg.apa)
+    if cfg.generator == "zeroq":
+        require_batchnorm(model)
     if not needs_attention or attention_modules(model):
         return model
     net = copy.deepcopy(model)
@@ -285,7 +296,7 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], cfg: SynthConfig,
                                           cfg.student_lr) if cfg.generator == "psaq-vit-v2" else None)
                 _optimize(net, chunk, cfg, bounds, gen, bar, student)
                 images.append(chunk.x.detach().cpu())
-                labels.append(_labels(net, chunk, student is not None))
+                labels.append(_labels(net, chunk, student is not None or cfg.generator == "zeroq"))
     finally:
         net.train(was_training)
     return SyntheticSet(torch.cat(images), torch.cat(labels), norm, cfg, time.perf_counter() - start)

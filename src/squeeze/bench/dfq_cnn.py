@@ -1,0 +1,114 @@
+"""``squeeze bench dfq-cnn``: data-free quantization of a CNN -- which calibration images work?
+
+The ViT suite (``squeeze bench dfq``) answers this for vision transformers, whose LayerNorms keep no
+statistics. A CNN's batch norm layers do: ZeroQ (Cai et al., CVPR 2020) optimizes images until each
+layer's batch mean and std match its running ones. Sources, all 32 images through the same backend
+(round-to-nearest with min-max ranges, the backend whose activation ranges depend most on the data):
+Gaussian ``noise``, ``spdfq-no-apa`` (what the ViT generator does on a CNN: soft-label cross-entropy,
+multi-semantic crops and total variation, no attention), ``zeroq`` and ``real`` training images.
+``resnet-fmnist`` (W4A4, W6A6, seeds 0-2) and the ImageNet ``efficientnet-lite0`` (W8A8, W8A6, seed 0;
+see :data:`PLANS`). A seed fixes the images; the synthetic sets are cached with their contact sheets and
+shared by a model's bit widths. Writes ``dfq-cnn.{md,json,png}``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from squeeze.bench import dfq
+from squeeze.bench.common import (Cell, aggregate, fingerprint, order_verdict, page_command, run_cells,
+                                  write_results)
+
+COMMAND = "squeeze bench dfq-cnn"
+BACKEND = "rtn"
+SOURCES = ("noise", "zeroq", "real", "spdfq-no-apa")  # the costly label inversion last: a cut run has the rest
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One model's settings (wbits, abits) and seeds."""
+
+    settings: tuple[tuple[int, int], ...]
+    seeds: tuple[int, ...]
+
+
+# resnet-fmnist is cheap: three seeds. efficientnet-lite0 at 224 px costs ~5 s per synthesis step on 2 cores,
+# so one seed of 100 steps (dfq.SYNTH_ITERS); its 4-bit weights collapse under round-to-nearest whatever the
+# data, so its settings keep 8-bit weights and vary the activations, where calibration data matter.
+PLANS = {"resnet-fmnist": Plan(((4, 4), (6, 6)), (0, 1, 2)), "efficientnet-lite0": Plan(((8, 8), (8, 6)), (0,))}
+QUICK_PLANS = {"resnet-fmnist": Plan(((4, 4),), (0,))}
+
+
+def cells(tags: dict[str, str], quick: bool = False) -> list[Cell]:
+    """Every (model, setting, source, seed) of the models in ``tags``; seed 0 of every source first."""
+    plans = QUICK_PLANS if quick else PLANS
+    plan = [Cell(m, BACKEND, w, a, s, label=src, tag=tags[m]) for m in plans if m in tags
+            for w, a in plans[m].settings for s in plans[m].seeds for src in SOURCES]
+    return sorted(plan, key=lambda c: (c.seed > 0, SOURCES.index(c.label) == len(SOURCES) - 1))
+
+
+def checks(agg: list[dict[str, Any]]) -> list[str]:
+    """ZeroQ against the other data-free sources and against real images, per model and setting."""
+    lines = []
+    for r in agg:
+        if r["method"] != "zeroq":
+            continue
+        model, w, a = r["model"], r["wbits"], r["abits"]
+        for other in ("noise", "spdfq-no-apa"):
+            x = dfq._find(agg, model, other, w, a)
+            if x is not None:
+                verdict = order_verdict(r, x) if min(r["n"], x["n"]) > 1 else "one seed: sign only"
+                lines.append(f"- {model} W{w}A{a}: zeroq {r['mean']:.2f} > {other} {x['mean']:.2f}: {verdict}")
+        real = dfq._find(agg, model, "real", w, a)
+        if real is not None:
+            lines.append(f"- {model} W{w}A{a}: zeroq minus real images ({real['mean']:.2f}): "
+                         f"{r['mean'] - real['mean']:+.2f} points")
+    return lines
+
+
+def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], runner: dfq.DfqRunner, command: str,
+             missing: int, name: str, plans: dict[str, Plan]) -> str:
+    """The page: one table per model (sources x settings), the comparisons, the contact sheets."""
+    models = [m for m in plans if any(r["model"] == m for r in rows)]
+    seeds = {m: sorted({r["seed"] for r in rows if r["model"] == m}) for m in models}
+    steps = {m: runner.iters(m) for m in models}
+    parts = [
+        "# Data-free quantization of CNNs: ZeroQ against noise, label inversion and real images", "",
+        f"Written by `{command}` (seeds {seeds}; {dfq.N_IMAGES} calibration images per source; backend "
+        f"`{BACKEND}`: min-max ranges, per-channel weights; synthesis steps {steps}). Cells are the model's metric "
+        "(resnet-fmnist: top-1 % on the 10,000 Fashion-MNIST test images; efficientnet-lite0: top-1 agreement % "
+        "with the float model on 96 photo crops, so one crop is 1.04 points), mean ± std over seeds; "
+        "`synthesis s` is the mean time to make the 32 images. `spdfq-no-apa` is the ViT generator with its "
+        "attention term off (soft-label cross-entropy, multi-semantic crops, total variation): what a CNN "
+        "got before `zeroq`. Method notes: docs/methods/zeroq.md.", "",
+        *([f"**{missing} planned cell(s) were not run.**", ""] if missing else [])]
+    for model in models:
+        parts += [f"## {model}", "", dfq.table(agg, rows, model, plans[model].settings), ""]
+    parts += ["## ZeroQ against the others", "", *checks(agg), "",
+              "Verdicts use the tie rule of every bench here (a difference inside the larger seed std is a tie); "
+              "with one seed only the sign is given.", "",
+              f"![contact sheets of each generator]({name}.png)", ""]
+    return "\n".join(parts)
+
+
+def run(out: Path, quick: bool = False, device: str = "cpu", cache_dir: Path = Path("runs/bench"),
+        cached_only: bool = False, runner: dfq.DfqRunner | None = None) -> None:
+    """Run (or resume from ``cache_dir``) every cell and write the page; ``cached_only``: from the cache.
+
+    ``runner``: a :class:`squeeze.bench.dfq.DfqRunner` whose ``load`` substitutes models (tests).
+    """
+    name = "dfq-cnn-quick" if quick else "dfq-cnn"
+    plans = QUICK_PLANS if quick else PLANS
+    runner = runner or dfq.DfqRunner(cache_dir, device, quick, backend=BACKEND, backend_options={})
+    assert runner.load is not None
+    plan = cells({m: fingerprint(runner.load(m)[0].model) for m in plans}, quick)
+    rows = run_cells(plan, cache_dir / f"{name}.cache.json", runner, cached_only=cached_only)
+    if not rows:
+        return
+    agg = aggregate(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    command = page_command(COMMAND, out, None, device, cache_dir, cached_only)
+    write_results(out, name, rows, markdown(agg, rows, runner, command, len(plan) - len(rows), name, plans))
+    dfq.sheets_figure(runner, plan, out / f"{name}.png")
+    print((out / f"{name}.md").read_text())

@@ -54,14 +54,12 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per comparison: each side's mean ± std over the seeds present, the gap, its standard error, a verdict."""
     out = []
     for method, baseline, n, m in COMPARISONS:
-        sides = []
-        for meth in (method, baseline):
-            values = [r["quant"] for r in rows if (r["method"], r["n"], r["m"]) == (meth, n, m)]
-            mean, std = mean_std(values) if values else (float("nan"), 0.0)
-            sides.append({"method": meth, "mean": mean, "std": std, "n": len(values)})
-        if min(s["n"] for s in sides) == 0:
+        values = [[r["quant"] for r in rows if (r["method"], r["n"], r["m"]) == (meth, n, m)]
+                  for meth in (method, baseline)]
+        if not all(values):
             continue
-        a, b = sides
+        a, b = ({"method": meth, "mean": mean_std(v)[0], "std": mean_std(v)[1], "n": len(v)}
+                for meth, v in zip((method, baseline), values))
         verdict = order_verdict(a, b) if min(a["n"], b["n"]) > 1 else "one seed: sign only"
         out.append({"pattern": f"{n}:{m}", "ours": a, "baseline": b, "gap": a["mean"] - b["mean"],
                     "gap_se": diff_se(a, b), "verdict": verdict})
@@ -69,9 +67,12 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]], command: str, missing: list[str]) -> str:
-    """The page: one line per run, then each comparison over seeds."""
+    """The page: each comparison over seeds, then one line per run."""
+    order = [(meth, n, m) for a, b, n, m in COMPARISONS for meth in (a, b)]
     table = [{"method": r["method"], "N:M": f"{r['n']}:{r['m']}", "seed": r["seed"], "top1": r["quant"],
-              "train s": r["seconds"]} for r in rows]
+              "train s": r["seconds"]}
+             for r in sorted(rows, key=lambda r: (order.index((r["method"], r["n"], r["m"])), r["seed"]))]
+    trained = [r["seconds"] for r in rows if r["seed"] in SEEDS]
     comparisons = []
     for c in compare(rows):
         a, b = c["ours"], c["baseline"]
@@ -81,18 +82,21 @@ def markdown(rows: list[dict[str, Any]], command: str, missing: list[str]) -> st
                             "method above baseline": c["verdict"]})
     fields = BENCH_FIELDS
     return "\n".join([
-        "# N:M sparsity over three seeds: the runs the papers' claims compare", "",
+        "# N:M sparsity over seeds: the runs the papers' claims compare", "",
         f"Written by `{command}`. Seeds {', '.join(map(str, SEEDS))} are trained by this command on the `nm` "
         f"bench's schedule ({fields['epochs']} epochs of {fields['subset']} random training images from the "
         f"committed `resnet-fmnist`, batch {fields['batch_size']}, only the seed changes); the seed-0 rows are that "
         "bench's own (`squeeze bench nm`, read from docs/results/nm.json). Top-1 % on "
-        f"{rows[-1]['test_images']} Fashion-MNIST test images. The claims: SpRe (TPAMI'25) improves the N:M method it is added to (SR-STE); Bi-Mask "
-        "(ICML'23) beats transposable masks. Verdict: met when the mean gap exceeds the larger seed std, a tie "
-        "when it does not (the rule of every bench here); gap se: the standard error of the mean gap.", "",
+        f"{rows[-1]['test_images']} Fashion-MNIST test images. The claims: SpRe (TPAMI'25) improves the N:M "
+        "method it is added to (SR-STE); Bi-Mask (ICML'23) beats transposable masks. Verdict: met when the mean "
+        "gap exceeds the larger seed std, a tie when it does not (the rule of every bench here); gap se: the "
+        "standard error of the mean gap.", "",
         *([f"**Not run yet** ({len(missing)} planned runs): {', '.join(missing)}.", ""] if missing else []),
         "## Over seeds", "",
         format_table(comparisons, list(comparisons[0]) if comparisons else ["N:M"]), "",
         "## Every run", "", format_table(table, ["method", "N:M", "seed", "top1", "train s"]), "",
+        f"Training of this command's {len(trained)} runs: {sum(trained) / 60:.0f} min summed; `--workers 2` trains "
+        "two at a time, one thread each (a run's seconds depend on what else the machine ran meanwhile).", "",
         "![top-1 per seed](nm-seeds.png)", ""])
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from squeeze.bench import dfq_cnn
-from squeeze.bench.common import aggregate
+from squeeze.bench.common import aggregate, fingerprint
 from squeeze.bench.dfq import DfqRunner
 from squeeze.zoo.registry import ZooModel
 
@@ -36,7 +36,7 @@ def test_checks_give_a_verdict_over_seeds_and_the_sign_on_one() -> None:
     text = "\n".join(dfq_cnn.checks(aggregate(rows)))
     assert "resnet-fmnist W4A4: zeroq 93.10 > noise 91.10: met" in text
     assert "zeroq minus real images (93.50): -0.40 points" in text
-    assert "efficientnet-lite0 W8A6: zeroq 80.00 > noise 82.00: one seed: sign only" in text
+    assert "efficientnet-lite0 W8A6: zeroq 80.00 > noise 82.00: one seed: behind" in text
     assert "spdfq-no-apa" not in text  # no rows, no line
 
 
@@ -58,4 +58,7 @@ def test_quick_run_on_a_tiny_batch_norm_cnn(tmp_path: Path, monkeypatch, bn_cnn:
     assert all(r["synthesis_seconds"] > 0 for r in rows if r["method"] in ("zeroq", "spdfq-no-apa"))
     page = (tmp_path / "out" / "dfq-cnn-quick.md").read_text()
     assert "## tiny" in page and "zeroq minus real images" in page
+    distance = dfq_cnn.statistics_distance(runner, dfq_cnn.cells({"tiny": fingerprint(net)}, quick=True))
+    assert distance[("tiny", "zeroq")] < distance[("tiny", "noise")]  # ZeroQ moved toward the statistics
+    assert f"| zeroq | {distance[('tiny', 'zeroq')]:.4g} |" in page
     assert (tmp_path / "out" / "dfq-cnn-quick.png").is_file()

@@ -39,7 +39,7 @@ def test_compare_applies_the_tie_rule_over_seeds() -> None:
     assert c["verdict"] == "met" and c["gap"] == pytest.approx(0.4)
     assert c["gap_se"] == pytest.approx(diff_se(c["ours"], c["baseline"]))
     assert by["1:4spre"]["verdict"].startswith("tie")
-    assert by["2:4bimask"]["verdict"] == "one seed: sign only"
+    assert by["2:4bimask"]["verdict"] == "one seed: behind"
 
 
 def test_seed_zero_rows_are_read_from_the_nm_page(tmp_path: Path) -> None:

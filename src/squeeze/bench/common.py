@@ -172,6 +172,14 @@ def order_verdict(better: dict[str, Any], worse: dict[str, Any]) -> str:
     return "met" if better["mean"] > worse["mean"] else "NOT met"
 
 
+def seeds_verdict(better: dict[str, Any], worse: dict[str, Any]) -> str:
+    """:func:`order_verdict` when both sides have seeds; with one seed on either side, only the sign."""
+    if min(better["n"], worse["n"]) > 1:
+        return order_verdict(better, worse)
+    sign = "ahead" if better["mean"] > worse["mean"] else ("behind" if better["mean"] < worse["mean"] else "equal")
+    return f"one seed: {sign}"
+
+
 def write_results(out: Path, name: str, rows: list[dict[str, Any]], markdown: str) -> None:
     """Write ``name.json`` (all rows) and ``name.md`` atomically."""
     from squeeze.report import write_suite  # noqa: PLC0415

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from squeeze.bench import dfq
-from squeeze.bench.common import (Cell, aggregate, fingerprint, order_verdict, page_command, run_cells,
+from squeeze.bench.common import (Cell, aggregate, fingerprint, page_command, run_cells, seeds_verdict,
                                   write_results)
+from squeeze.report import format_table
 
 COMMAND = "squeeze bench dfq-cnn"
 BACKEND = "rtn"
@@ -58,8 +59,8 @@ def checks(agg: list[dict[str, Any]]) -> list[str]:
         for other in ("noise", "spdfq-no-apa"):
             x = dfq._find(agg, model, other, w, a)
             if x is not None:
-                verdict = order_verdict(r, x) if min(r["n"], x["n"]) > 1 else "one seed: sign only"
-                lines.append(f"- {model} W{w}A{a}: zeroq {r['mean']:.2f} > {other} {x['mean']:.2f}: {verdict}")
+                lines.append(f"- {model} W{w}A{a}: zeroq {r['mean']:.2f} > {other} {x['mean']:.2f}: "
+                             f"{seeds_verdict(r, x)}")
         real = dfq._find(agg, model, "real", w, a)
         if real is not None:
             lines.append(f"- {model} W{w}A{a}: zeroq minus real images ({real['mean']:.2f}): "
@@ -67,8 +68,33 @@ def checks(agg: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def statistics_distance(runner: dfq.DfqRunner, plan: list[Cell]) -> dict[tuple[str, str], float]:
+    """ZeroQ's loss (every batch norm layer, per image) of each source's calibration images, mean over seeds.
+
+    Read from the cached synthetic sets (noise and real images are drawn again from their seeds), so it
+    shows how well each source matches the statistics the network was trained on, whatever it was made for.
+    """
+    import torch  # noqa: PLC0415
+
+    from squeeze.devices import model_device  # noqa: PLC0415
+    from squeeze.dfq.batchnorm import record_batchnorm  # noqa: PLC0415
+
+    assert runner.load is not None
+    values: dict[tuple[str, str], list[float]] = {}
+    for cell in {(c.model, c.label, c.seed): c for c in plan}.values():
+        zm = runner.load(cell.model)[0]
+        if cell.label in dfq.SOURCES and dfq.SOURCES[cell.label][0] is not None \
+                and not (runner.synth_folder(cell) / "synthetic.safetensors").is_file():
+            continue  # a synthetic set not made yet
+        images = runner.calibration(zm, cell)[0]
+        with torch.no_grad(), record_batchnorm(zm.model) as rec:
+            zm.model(images.to(model_device(zm.model)))
+            values.setdefault((cell.model, cell.label), []).append(rec.loss().item())
+    return {k: sum(v) / len(v) for k, v in values.items()}
+
+
 def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], runner: dfq.DfqRunner, command: str,
-             missing: int, name: str, plans: dict[str, Plan]) -> str:
+             missing: int, name: str, plans: dict[str, Plan], distance: dict[tuple[str, str], float]) -> str:
     """The page: one table per model (sources x settings), the comparisons, the contact sheets."""
     models = [m for m in plans if any(r["model"] == m for r in rows)]
     seeds = {m: sorted({r["seed"] for r in rows if r["model"] == m}) for m in models}
@@ -85,6 +111,12 @@ def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], runner: dfq.
         *([f"**{missing} planned cell(s) were not run.**", ""] if missing else [])]
     for model in models:
         parts += [f"## {model}", "", dfq.table(agg, rows, model, plans[model].settings), ""]
+        dist = [{"source": src, "batch norm statistics loss": f"{distance[(model, src)]:.4g}"}
+                for src in SOURCES if (model, src) in distance]
+        if dist:
+            parts += ["How far each source's images are from the statistics the network was trained on (ZeroQ's "
+                      "loss over every batch norm layer, per image; mean over seeds; lower is closer):", "",
+                      format_table(dist, ["source", "batch norm statistics loss"]), ""]
     parts += ["## ZeroQ against the others", "", *checks(agg), "",
               "Verdicts use the tie rule of every bench here (a difference inside the larger seed std is a tie); "
               "with one seed only the sign is given.", "",
@@ -109,6 +141,7 @@ def run(out: Path, quick: bool = False, device: str = "cpu", cache_dir: Path = P
     agg = aggregate(rows)
     out.mkdir(parents=True, exist_ok=True)
     command = page_command(COMMAND, out, None, device, cache_dir, cached_only)
-    write_results(out, name, rows, markdown(agg, rows, runner, command, len(plan) - len(rows), name, plans))
+    write_results(out, name, rows, markdown(agg, rows, runner, command, len(plan) - len(rows), name, plans,
+                                           statistics_distance(runner, plan)))
     dfq.sheets_figure(runner, plan, out / f"{name}.png")
     print((out / f"{name}.md").read_text())

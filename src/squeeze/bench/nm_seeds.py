@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import diff_se, fingerprint, mean_std, order_verdict, save_figure, train_parallel
+from squeeze.bench.common import diff_se, fingerprint, mean_std, save_figure, seeds_verdict, train_parallel
 from squeeze.bench.nm import BENCH_FIELDS, _train_in_worker, row_of, run_cell
 from squeeze.errors import SqueezeError
 from squeeze.report import format_table, write_suite
@@ -60,9 +60,8 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         a, b = ({"method": meth, "mean": mean_std(v)[0], "std": mean_std(v)[1], "n": len(v)}
                 for meth, v in zip((method, baseline), values))
-        verdict = order_verdict(a, b) if min(a["n"], b["n"]) > 1 else "one seed: sign only"
         out.append({"pattern": f"{n}:{m}", "ours": a, "baseline": b, "gap": a["mean"] - b["mean"],
-                    "gap_se": diff_se(a, b), "verdict": verdict})
+                    "gap_se": diff_se(a, b), "verdict": seeds_verdict(a, b)})
     return out
 
 

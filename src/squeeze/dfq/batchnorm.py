@@ -15,6 +15,7 @@ from torch import nn
 from squeeze.dfq.losses import batchnorm_statistics_loss
 from squeeze.errors import SqueezeError
 
+
 def batchnorm_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
     """The model's 2-D batch norm layers that carry running statistics (ZeroQ reads only those)."""
     return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]

@@ -176,8 +176,8 @@ def _step_loss(net: nn.Module, chunk: _Chunk, cfg: SynthConfig, gen: torch.Gener
         rec.clear()
     logits = net(view)
     if cfg.generator == "zeroq":  # every batch norm layer's statistics, and the input's: mean 0, std 1
-        channels = view.shape[1]
-        return rec.loss() + losses.batchnorm_statistics_loss(view, view.new_zeros(channels), view.new_ones(channels))
+        c = view.shape[1]
+        return rec.loss() + losses.batchnorm_statistics_loss(view, view.new_zeros(c), view.new_ones(c))
     if student is not None:
         confidence, entropy, kl = _adaptive(logits, view, student, rec)
         return confidence - entropy - cfg.adv_weight * kl + _tv(chunk, cfg)

@@ -151,6 +151,12 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def find_aggregate(agg: list[dict[str, Any]], model: str, method: str, w: int, a: int) -> dict[str, Any] | None:
+    """The aggregated result of ``method`` on ``model`` at WwAa, or None."""
+    hit = [r for r in agg if (r["model"], r["method"], r["wbits"], r["abits"]) == (model, method, w, a)]
+    return hit[0] if hit else None
+
+
 def diff_se(a: dict[str, Any], b: dict[str, Any]) -> float:
     """Standard error of ``a["mean"] - b["mean"]`` from two aggregated results (independent seeds, Welch form).
 

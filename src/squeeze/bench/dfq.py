@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 import torch
 
-from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, diff_se, fingerprint, order_verdict,
-                                  page_command, run_cells, save_figure, weights_line, write_results)
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, device_label, diff_se, find_aggregate, fingerprint,
+                                  order_verdict, page_command, run_cells, save_figure, weights_line, write_results)
 from squeeze.report import Report, format_table, peak_rss_mb
 
 COMMAND = "squeeze bench dfq"
@@ -190,13 +190,8 @@ def cells(models: dict[str, str], quick: bool = False, alphas: dict[str, float] 
     return sorted(plan, key=rank)
 
 
-def _find(agg: list[dict[str, Any]], model: str, method: str, w: int, a: int) -> dict[str, Any] | None:
-    hit = [r for r in agg if (r["model"], r["method"], r["wbits"], r["abits"]) == (model, method, w, a)]
-    return hit[0] if hit else None
-
-
 def _order_line(agg: list[dict[str, Any]], model: str, better: str, worse: str, w: int, a: int) -> str | None:
-    b, x = _find(agg, model, better, w, a), _find(agg, model, worse, w, a)
+    b, x = find_aggregate(agg, model, better, w, a), find_aggregate(agg, model, worse, w, a)
     if not (b and x):
         return None
     verdict = order_verdict(b, x)
@@ -213,7 +208,7 @@ def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
             line = _order_line(agg, model, better, worse, 4, 4)
             if line:
                 lines.append(line)
-    sp, real = _find(agg, "vit-fmnist", "spdfq", 4, 4), _find(agg, "vit-fmnist", "real", 4, 4)
+    sp, real = find_aggregate(agg, "vit-fmnist", "spdfq", 4, 4), find_aggregate(agg, "vit-fmnist", "real", 4, 4)
     if sp and real:
         gap = real["mean"] - sp["mean"]
         lines.append(f"- vit-fmnist W4A4: spdfq is {gap:.2f} points below real-data calibration (target <= 5): "
@@ -237,7 +232,7 @@ def table(agg: list[dict[str, Any]], rows: list[dict[str, Any]], model: str,
     for src in (s for s in SOURCES if any(r["method"] == s for r in rs)):
         row: dict[str, Any] = {"source": src}
         for w, a in settings:
-            r = _find(rs, model, src, w, a)
+            r = find_aggregate(rs, model, src, w, a)
             row[f"W{w}A{a}"] = "-" if not r else (f"{r['mean']:.2f} ± {r['std']:.2f}" if r["n"] > 1
                                                    else f"{r['mean']:.2f} (1 seed)")
         raw = [r for r in rows if r["model"] == model and r["method"] == src]

@@ -1,9 +1,10 @@
 """``squeeze bench dfq-cnn``: data-free quantization of a CNN -- which calibration images work?
 
 The ViT suite (``squeeze bench dfq``) answers this for vision transformers, whose LayerNorms keep no
-statistics. A CNN's batch norm layers do: ZeroQ (Cai et al., CVPR 2020) optimizes images until each
-layer's batch mean and std match its running ones. Sources, all 32 images through the same backend
-(round-to-nearest with min-max ranges, the backend whose activation ranges depend most on the data):
+statistics. A CNN's batch norm layers do: ZeroQ (Cai et al., CVPR 2020) optimizes images until
+each image's per-channel mean and std at every layer match the layer's running ones. Sources, all 32
+images through the same backend (round-to-nearest, whose min-max activation ranges come straight from
+the calibration images):
 Gaussian ``noise``, ``spdfq-no-apa`` (what the ViT generator does on a CNN: soft-label cross-entropy,
 multi-semantic crops and total variation, no attention), ``zeroq`` and ``real`` training images.
 ``resnet-fmnist`` (W4A4, W6A6, seeds 0-2) and the ImageNet ``efficientnet-lite0`` (W8A8, W8A6, seed 0;
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from squeeze.bench import dfq
-from squeeze.bench.common import (Cell, aggregate, fingerprint, page_command, run_cells, seeds_verdict,
-                                  write_results)
+from squeeze.bench.common import (Cell, aggregate, find_aggregate, fingerprint, page_command, run_cells,
+                                  seeds_verdict, write_results)
 from squeeze.report import format_table
 
 COMMAND = "squeeze bench dfq-cnn"
@@ -57,11 +58,11 @@ def checks(agg: list[dict[str, Any]]) -> list[str]:
             continue
         model, w, a = r["model"], r["wbits"], r["abits"]
         for other in ("noise", "spdfq-no-apa"):
-            x = dfq._find(agg, model, other, w, a)
+            x = find_aggregate(agg, model, other, w, a)
             if x is not None:
                 lines.append(f"- {model} W{w}A{a}: zeroq {r['mean']:.2f} > {other} {x['mean']:.2f}: "
                              f"{seeds_verdict(r, x)}")
-        real = dfq._find(agg, model, "real", w, a)
+        real = find_aggregate(agg, model, "real", w, a)
         if real is not None:
             lines.append(f"- {model} W{w}A{a}: zeroq minus real images ({real['mean']:.2f}): "
                          f"{r['mean'] - real['mean']:+.2f} points")

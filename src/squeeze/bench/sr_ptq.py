@@ -18,8 +18,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from squeeze.bench.common import Cell, aggregate, device_label, fingerprint, order_verdict, run_cells, save_figure, \
-    write_results
+from squeeze.bench.common import Cell, aggregate, device_label, find_aggregate, fingerprint, order_verdict, \
+    run_cells, save_figure, write_results
 from squeeze.report import Report, format_table, peak_rss_mb
 
 COMMAND = "squeeze bench sr-ptq"
@@ -114,11 +114,6 @@ def cells(models: dict[str, str], seeds: list[int], quick: bool = False) -> list
     return sorted(plan, key=rank)
 
 
-def _find(agg: list[dict[str, Any]], model: str, method: str, w: int, a: int) -> dict[str, Any] | None:
-    hit = [r for r in agg if (r["model"], r["method"], r["wbits"], r["abits"]) == (model, method, w, a)]
-    return hit[0] if hit else None
-
-
 def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]], primary: str) -> list[str]:
     """The issue's claims on the aggregated numbers (``primary`` plays the role of edsr-x2)."""
     lines = []
@@ -127,19 +122,19 @@ def checks(agg: list[dict[str, Any]], rows: list[dict[str, Any]], primary: str) 
         gain = r0["fp"] - r0["bicubic_psnr_y"]
         lines.append(f"- {model}: FP {r0['fp']:.2f} dB vs bicubic {r0['bicubic_psnr_y']:.2f} dB, gain {gain:.2f} dB "
                      f"(target >= {TARGETS['fp_gain_db']}): {'met' if gain >= TARGETS['fp_gain_db'] else 'NOT met'}")
-    d = _find(agg, primary, "dfsq", 4, 4)
+    d = find_aggregate(agg, primary, "dfsq", 4, 4)
     if d:
         drop = d["fp"] - d["mean"]
         lines.append(f"- {primary} W4A4: dfsq loses {drop:.3f} dB vs FP (target <= {TARGETS['w4a4_drop_db']}): "
                      f"{'met' if drop <= TARGETS['w4a4_drop_db'] else 'NOT met'}")
         for other in ("rtn", "percentile", "uniform-norm"):
-            o = _find(agg, primary, other, 4, 4)
+            o = find_aggregate(agg, primary, other, 4, 4)
             if o:
                 verdict = order_verdict(d, o)
                 lines.append(f"- {primary} W4A4: dfsq {d['mean']:.3f}±{d['std']:.3f} vs {other} "
                              f"{o['mean']:.3f}±{o['std']:.3f} dB: {verdict}")
     for w, a in ((6, 6), (8, 8)):
-        r = _find(agg, primary, "dfsq", w, a)
+        r = find_aggregate(agg, primary, "dfsq", w, a)
         if r:
             drop = r["fp"] - r["mean"]
             ok = drop <= TARGETS["high_bit_drop_db"]
@@ -169,7 +164,7 @@ def table(agg: list[dict[str, Any]], rows: list[dict[str, Any]], model: str) -> 
             continue
         row: dict[str, Any] = {"method": LABELS[method], "seconds": statistics.mean(h["seconds"] for h in hits)}
         for w, a in settings:
-            g = _find(agg, model, method, w, a)
+            g = find_aggregate(agg, model, method, w, a)
             ssim = [h["ssim_y"] for h in hits if (h["wbits"], h["abits"]) == (w, a)]
             row[f"W{w}A{a}"] = "-" if not g else f"{g['mean']:.2f} ± {g['std']:.2f} / {statistics.mean(ssim):.4f}"
         out.append(row)

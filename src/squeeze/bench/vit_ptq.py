@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from squeeze.bench.common import (Cell, ZooRunner, aggregate, fingerprint, order_verdict, page_command, run_cells,
-                                  save_figure, weights_line, write_results)
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, find_aggregate, fingerprint, order_verdict,
+                                  page_command, run_cells, save_figure, weights_line, write_results)
 from squeeze.report import format_table
 from squeeze.train.checkpoint import write_json
 
@@ -89,13 +89,8 @@ def cpu_timing(cache_dir: Path) -> dict[str, Any]:
     return row
 
 
-def _find(agg: list[dict[str, Any]], model: str, method: str, w: int, a: int) -> dict[str, Any] | None:
-    hit = [r for r in agg if (r["model"], r["method"], r["wbits"], r["abits"]) == (model, method, w, a)]
-    return hit[0] if hit else None
-
-
 def _compare(agg: list[dict[str, Any]], model: str, better: str, worse: str, w: int, a: int) -> str | None:
-    b, x = _find(agg, model, better, w, a), _find(agg, model, worse, w, a)
+    b, x = find_aggregate(agg, model, better, w, a), find_aggregate(agg, model, worse, w, a)
     if not (b and x):
         return None
     verdict = order_verdict(b, x)
@@ -113,7 +108,7 @@ def checks(agg: list[dict[str, Any]], timing: dict[str, Any] | None) -> list[str
             if line:
                 lines.append(line)
     for method in ("erq", "isvit"):
-        r = _find(agg, "vit-fmnist", method, 4, 4)
+        r = find_aggregate(agg, "vit-fmnist", method, 4, 4)
         if r:
             drop = r["fp"] - r["mean"]
             lines.append(f"- vit-fmnist W4A4: {method} loses {drop:.2f} points vs FP (target <= 3): "
@@ -136,7 +131,7 @@ def table(agg: list[dict[str, Any]], model: str) -> str:
         hits = [r for r in rs if r["method"] == method]
         row: dict[str, Any] = {"method": method}
         for w, a in settings:
-            r = _find(rs, model, method, w, a)
+            r = find_aggregate(rs, model, method, w, a)
             row[f"W{w}A{a}"] = "-" if not r else (f"{r['mean']:.2f} ± {r['std']:.2f}" if r["n"] > 1
                                                    else f"{r['mean']:.2f} (1 seed)")
         row["seconds"] = sum(h["seconds"] for h in hits) / len(hits)
@@ -180,7 +175,7 @@ def line_plot(agg: list[dict[str, Any]], path: Path) -> None:
         rs = [r for r in agg if r["model"] == model]
         settings = [s for s in SETTINGS if any((r["wbits"], r["abits"]) == s for r in rs)]
         for method in (*CLOSED_FORM, *RECONSTRUCTION):
-            pts = [(i, _find(rs, model, method, *s)) for i, s in enumerate(settings)]
+            pts = [(i, find_aggregate(rs, model, method, *s)) for i, s in enumerate(settings)]
             pts = [(i, r) for i, r in pts if r]
             if pts:
                 style = "-o" if method in ("erq", "isvit") else "--."

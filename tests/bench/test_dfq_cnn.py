@@ -20,12 +20,12 @@ def _row(model: str, method: str, w: int, a: int, seed: int, quant: float) -> di
 
 def test_plan_has_every_cell_once_and_seed_zero_first() -> None:
     tags = {m: "t" for m in dfq_cnn.PLANS}
-    plan = dfq_cnn.cells(tags)
+    plan = dfq_cnn.cells(tags, "rtn")
     expected = sum(len(p.settings) * len(p.seeds) for p in dfq_cnn.PLANS.values()) * len(dfq_cnn.SOURCES)
-    assert len(plan) == expected == len({c.key for c in plan})
+    assert len(plan) == expected == len({c.key for c in plan}) and {c.method for c in plan} == {"rtn"}
     first = [c.seed for c in plan[:len(plan) // 2]]
     assert set(first) == {0}
-    assert dfq_cnn.cells({"resnet-fmnist": "t"}, quick=True)[0].model == "resnet-fmnist"
+    assert dfq_cnn.cells({"resnet-fmnist": "t"}, "percentile", quick=True)[0].model == "resnet-fmnist"
 
 
 def test_checks_give_a_verdict_over_seeds_and_the_sign_on_one() -> None:
@@ -50,15 +50,17 @@ def test_quick_run_on_a_tiny_batch_norm_cnn(tmp_path: Path, monkeypatch, bn_cnn:
 
     zm = ZooModel("tiny", net, "top1", lambda n, s: torch.randn(n, 1, 8, 8), top1, (1, 8, 8))
     monkeypatch.setattr(dfq_cnn, "QUICK_PLANS", {"tiny": dfq_cnn.Plan(((4, 4),), (0,))})
-    runner = DfqRunner(tmp_path / "cache", quick=True, load=lambda name: (zm, None), backend="rtn",
-                       backend_options={})
-    dfq_cnn.run(tmp_path / "out", quick=True, cache_dir=tmp_path / "cache", runner=runner)
+    dfq_cnn.run(tmp_path / "out", quick=True, cache_dir=tmp_path / "cache", load=lambda name: (zm, None))
     rows = json.loads((tmp_path / "out" / "dfq-cnn-quick.json").read_text())
-    assert sorted(r["method"] for r in rows) == sorted(dfq_cnn.SOURCES)
+    assert sorted((r["ptq"], r["method"]) for r in rows) == sorted(
+        (b, src) for b in dfq_cnn.BACKENDS for src in dfq_cnn.SOURCES)
+    assert {r["backend"]["method"] for r in rows if r["ptq"] == "percentile"} == {"percentile"}
     assert all(r["synthesis_seconds"] > 0 for r in rows if r["method"] in ("zeroq", "spdfq-no-apa"))
     page = (tmp_path / "out" / "dfq-cnn-quick.md").read_text()
-    assert "## tiny" in page and "zeroq minus real images" in page
-    distance = dfq_cnn.statistics_distance(runner, dfq_cnn.cells({"tiny": fingerprint(net)}, quick=True))
+    assert "## tiny" in page and page.count("zeroq minus real images") == 2 and "Backend `percentile`" in page
+    assert len(list((tmp_path / "cache" / "dfq-synth").glob("*/synthetic.png"))) == 3  # noise, zeroq, spdfq-no-apa: shared by the backends
+    runner = DfqRunner(tmp_path / "cache", quick=True, load=lambda name: (zm, None))
+    distance = dfq_cnn.statistics_distance(runner, dfq_cnn.cells({"tiny": fingerprint(net)}, "rtn", quick=True))
     assert distance[("tiny", "zeroq")] < distance[("tiny", "noise")]  # ZeroQ moved toward the statistics
     assert f"| zeroq | {distance[('tiny', 'zeroq')]:.4g} |" in page
     assert (tmp_path / "out" / "dfq-cnn-quick.png").is_file()

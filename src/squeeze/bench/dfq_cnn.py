@@ -2,9 +2,9 @@
 
 The ViT suite (``squeeze bench dfq``) answers this for vision transformers, whose LayerNorms keep no
 statistics. A CNN's batch norm layers do: ZeroQ (Cai et al., CVPR 2020) optimizes images until
-each image's per-channel mean and std at every layer match the layer's running ones. Sources, all 32
-images through the same backend (round-to-nearest, whose min-max activation ranges come straight from
-the calibration images):
+each image's per-channel mean and std at every layer match the layer's running ones. Sources, 32 images
+each, through two backends (round-to-nearest with min-max activation ranges, which come straight from
+the calibration images' extremes, and with percentile ranges):
 Gaussian ``noise``, ``spdfq-no-apa`` (what the ViT generator does on a CNN: soft-label cross-entropy,
 multi-semantic crops and total variation, no attention), ``zeroq`` and ``real`` training images.
 ``resnet-fmnist`` (W4A4, W6A6, seeds 0-2) and the ImageNet ``efficientnet-lite0`` (W8A8, W8A6, seed 0;
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from squeeze.bench import dfq
 from squeeze.bench.common import (Cell, aggregate, find_aggregate, fingerprint, page_command, run_cells,
@@ -23,7 +23,7 @@ from squeeze.bench.common import (Cell, aggregate, find_aggregate, fingerprint, 
 from squeeze.report import format_table
 
 COMMAND = "squeeze bench dfq-cnn"
-BACKEND = "rtn"
+BACKENDS = ("rtn", "percentile")
 SOURCES = ("noise", "zeroq", "real", "spdfq-no-apa")  # the costly label inversion last: a cut run has the rest
 
 
@@ -42,10 +42,10 @@ PLANS = {"resnet-fmnist": Plan(((4, 4), (6, 6)), (0, 1, 2)), "efficientnet-lite0
 QUICK_PLANS = {"resnet-fmnist": Plan(((4, 4),), (0,))}
 
 
-def cells(tags: dict[str, str], quick: bool = False) -> list[Cell]:
+def cells(tags: dict[str, str], backend: str, quick: bool = False) -> list[Cell]:
     """Every (model, setting, source, seed) of the models in ``tags``; seed 0 of every source first."""
     plans = QUICK_PLANS if quick else PLANS
-    plan = [Cell(m, BACKEND, w, a, s, label=src, tag=tags[m]) for m in plans if m in tags
+    plan = [Cell(m, backend, w, a, s, label=src, tag=tags[m]) for m in plans if m in tags
             for w, a in plans[m].settings for s in plans[m].seeds for src in SOURCES]
     return sorted(plan, key=lambda c: (c.seed > 0, SOURCES.index(c.label) == len(SOURCES) - 1))
 
@@ -94,55 +94,74 @@ def statistics_distance(runner: dfq.DfqRunner, plan: list[Cell]) -> dict[tuple[s
     return {k: sum(v) / len(v) for k, v in values.items()}
 
 
-def markdown(agg: list[dict[str, Any]], rows: list[dict[str, Any]], runner: dfq.DfqRunner, command: str,
-             missing: int, name: str, plans: dict[str, Plan], distance: dict[tuple[str, str], float]) -> str:
-    """The page: one table per model (sources x settings), the comparisons, the contact sheets."""
+def markdown(rows_by: dict[str, list[dict[str, Any]]], runner: dfq.DfqRunner, command: str, missing: int,
+             name: str, plans: dict[str, Plan], distance: dict[tuple[str, str], float]) -> str:
+    """The page: per model, one table per backend (sources x settings) and the statistics distances; then
+    the comparisons per backend and the contact sheets."""
+    rows = [r for rs in rows_by.values() for r in rs]
     models = [m for m in plans if any(r["model"] == m for r in rows)]
     seeds = {m: sorted({r["seed"] for r in rows if r["model"] == m}) for m in models}
     steps = {m: runner.iters(m) for m in models}
     parts = [
         "# Data-free quantization of CNNs: ZeroQ against noise, label inversion and real images", "",
-        f"Written by `{command}` (seeds {seeds}; {dfq.N_IMAGES} calibration images per source; backend "
-        f"`{BACKEND}`: min-max ranges, per-channel weights; synthesis steps {steps}). Cells are the model's metric "
+        f"Written by `{command}` (seeds {seeds}; {dfq.N_IMAGES} calibration images per source; backends "
+        f"{', '.join(f'`{b}`' for b in rows_by)} with per-channel weights: `rtn` sets each activation range "
+        "from the calibration images' min and max, `percentile` from their 0.1 / 99.9 percentiles; synthesis "
+        f"steps {steps}; both backends calibrate on the same images). Cells are the model's metric "
         "(resnet-fmnist: top-1 % on the 10,000 Fashion-MNIST test images; efficientnet-lite0: top-1 agreement % "
         "with the float model on 96 photo crops, so one crop is 1.04 points), mean ± std over seeds; "
         "`synthesis s` is the mean time to make the 32 images. `spdfq-no-apa` is the ViT generator with its "
         "attention term off (soft-label cross-entropy, multi-semantic crops, total variation): what a CNN "
         "got before `zeroq`. Method notes: docs/methods/zeroq.md.", "",
         *([f"**{missing} planned cell(s) were not run.**", ""] if missing else [])]
+    aggs = {b: aggregate(rs) for b, rs in rows_by.items() if rs}
     for model in models:
-        parts += [f"## {model}", "", dfq.table(agg, rows, model, plans[model].settings), ""]
+        parts += [f"## {model}", ""]
+        for backend, agg in aggs.items():
+            parts += [f"Backend `{backend}`:", "", dfq.table(agg, rows_by[backend], model, plans[model].settings), ""]
         dist = [{"source": src, "batch norm statistics loss": f"{distance[(model, src)]:.4g}"}
                 for src in SOURCES if (model, src) in distance]
         if dist:
             parts += ["How far each source's images are from the statistics the network was trained on (ZeroQ's "
                       "loss over every batch norm layer, per image; mean over seeds; lower is closer):", "",
                       format_table(dist, ["source", "batch norm statistics loss"]), ""]
-    parts += ["## ZeroQ against the others", "", *checks(agg), "",
-              "Verdicts use the tie rule of every bench here (a difference inside the larger seed std is a tie); "
+    parts += ["## ZeroQ against the others", ""]
+    for backend, agg in aggs.items():
+        parts += [f"Backend `{backend}`:", "", *checks(agg), ""]
+    parts += ["Verdicts use the tie rule of every bench here (a difference inside the larger seed std is a tie); "
               "with one seed only the sign is given.", "",
               f"![contact sheets of each generator]({name}.png)", ""]
     return "\n".join(parts)
 
 
 def run(out: Path, quick: bool = False, device: str = "cpu", cache_dir: Path = Path("runs/bench"),
-        cached_only: bool = False, runner: dfq.DfqRunner | None = None) -> None:
+        cached_only: bool = False, load: Callable[[str], tuple[Any, float | None]] | None = None) -> None:
     """Run (or resume from ``cache_dir``) every cell and write the page; ``cached_only``: from the cache.
 
-    ``runner``: a :class:`squeeze.bench.dfq.DfqRunner` whose ``load`` substitutes models (tests).
+    ``load``: substitutes the zoo loader of :class:`squeeze.bench.dfq.DfqRunner` (tests).
     """
     name = "dfq-cnn-quick" if quick else "dfq-cnn"
     plans = QUICK_PLANS if quick else PLANS
-    runner = runner or dfq.DfqRunner(cache_dir, device, quick, backend=BACKEND, backend_options={})
+    runners = {b: dfq.DfqRunner(cache_dir, device, quick, load=load, backend=b, backend_options={})
+               for b in BACKENDS}
+    runner = runners[BACKENDS[0]]
     assert runner.load is not None
-    plan = cells({m: fingerprint(runner.load(m)[0].model) for m in plans}, quick)
-    rows = run_cells(plan, cache_dir / f"{name}.cache.json", runner, cached_only=cached_only)
+    tags = {m: fingerprint(runner.load(m)[0].model) for m in plans}
+    rows_by, missing = {}, 0
+    for backend, r in runners.items():
+        r.load = runner.load  # one loader: each model is loaded once
+        plan = cells(tags, backend, quick)
+        rows_by[backend] = run_cells(plan, cache_dir / f"{name}.{backend}.cache.json", r, cached_only=cached_only)
+        for row in rows_by[backend]:
+            row["ptq"] = backend
+        missing += len(plan) - len(rows_by[backend])
+    rows = [row for rs in rows_by.values() for row in rs]
     if not rows:
         return
-    agg = aggregate(rows)
     out.mkdir(parents=True, exist_ok=True)
     command = page_command(COMMAND, out, None, device, cache_dir, cached_only)
-    write_results(out, name, rows, markdown(agg, rows, runner, command, len(plan) - len(rows), name, plans,
-                                           statistics_distance(runner, plan)))
+    plan = cells(tags, BACKENDS[0], quick)
+    write_results(out, name, rows, markdown(rows_by, runner, command, missing, name, plans,
+                                            statistics_distance(runner, plan)))
     dfq.sheets_figure(runner, plan, out / f"{name}.png")
     print((out / f"{name}.md").read_text())

@@ -20,10 +20,12 @@ def _row(method: str, n: int, m: int, seed: int, top1: float) -> dict:
     return {"method": method, "n": n, "m": m, "seed": seed, "quant": top1, "seconds": 1.0}
 
 
-def test_seed_zero_folder_is_the_nm_benchs_own(tmp_path: Path) -> None:
+def test_run_folders_are_named_by_schedule_so_seed_zero_is_the_nm_benchs_own(tmp_path: Path) -> None:
     schedule = hashlib.sha1(json.dumps(nm.BENCH_FIELDS, sort_keys=True).encode()).hexdigest()[:6]
-    assert nm_seeds.folder_of(tmp_path, "abc", "spre", 1, 4, 0) == tmp_path / "nm" / f"spre-1of4-abc-{schedule}"
-    folders = {nm_seeds.folder_of(tmp_path, "abc", *c) for c in nm_seeds.cells()}
+    folder = nm.run_folder(tmp_path, "nm", "abc", nm.BENCH_FIELDS, "spre", 1, 4)
+    assert folder == tmp_path / "nm" / f"spre-1of4-abc-{schedule}"
+    folders = {nm.run_folder(tmp_path, "nm", "abc", {**nm.BENCH_FIELDS, "seed": seed}, meth, n, m)
+               for meth, n, m, seed in nm_seeds.cells()}
     assert len(folders) == len(nm_seeds.cells()) == 2 * 2 * len(nm_seeds.COMPARISONS)
 
 

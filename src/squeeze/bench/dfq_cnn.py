@@ -84,8 +84,8 @@ def statistics_distance(runner: dfq.DfqRunner, plan: list[Cell]) -> dict[tuple[s
     values: dict[tuple[str, str], list[float]] = {}
     for cell in {(c.model, c.label, c.seed): c for c in plan}.values():
         zm = runner.load(cell.model)[0]
-        if cell.label in dfq.SOURCES and dfq.SOURCES[cell.label][0] is not None \
-                and not (runner.synth_folder(cell) / "synthetic.safetensors").is_file():
+        made = (runner.synth_folder(cell) / "synthetic.safetensors").is_file()
+        if dfq.SOURCES[cell.label][0] is not None and not made:
             continue  # a synthetic set not made yet
         images = runner.calibration(zm, cell)[0]
         with torch.no_grad(), record_batchnorm(zm.model) as rec:

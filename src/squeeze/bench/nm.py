@@ -172,7 +172,13 @@ def bar_plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _train_in_worker(args: tuple[Any, ...]) -> str:
+def run_folder(cache_dir: Path, name: str, tag: str, fields: dict[str, Any], method: str, n: int, m: int) -> Path:
+    """A run's resumable folder: its method, pattern, the float weights' tag and a hash of its schedule."""
+    schedule = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
+    return Path(cache_dir) / name / f"{method}-{n}of{m}-{tag}-{schedule}"
+
+
+def train_in_worker(args: tuple[Any, ...]) -> str:
     """One run in a worker process with ``threads`` torch threads (its own copy of the data)."""
     import torch  # noqa: PLC0415
 
@@ -214,14 +220,13 @@ def run(out: Path, quick: bool = False, only: list[str] | None = None, device: s
     if unknown:
         raise SqueezeError(f"--models {unknown}: this suite's methods are {', '.join(METHODS)}")
     tag = fingerprint(load_float("resnet-fmnist")[0])
-    schedule = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     splits = (load_fashion_mnist("train"), load_fashion_mnist("test"))
     test_limit = QUICK_TEST_IMAGES if quick else None
-    folders = {c: Path(cache_dir) / name / f"{c[0]}-{c[1]}of{c[2]}-{tag}-{schedule}" for c in plan(ratios, only)}
+    folders = {c: run_folder(cache_dir, name, tag, fields, *c) for c in plan(ratios, only)}
     todo = [(*c, fields, f, accelerator, test_limit) for c, f in folders.items() if not (f / RESULT).is_file()]
     if workers > 1 and not cached_only and todo:
-        train_parallel(_train_in_worker, todo, workers)
+        train_parallel(train_in_worker, todo, workers)
     rows, missing = [], []
     for (method, n, m), folder in folders.items():
         if cached_only and not (folder / RESULT).is_file():

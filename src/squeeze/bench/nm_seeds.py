@@ -9,13 +9,12 @@ resumable folder beside the ``nm`` bench's; writes ``nm-seeds.{md,json,png}``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from squeeze.bench.common import diff_se, fingerprint, mean_std, save_figure, seeds_verdict, train_parallel
-from squeeze.bench.nm import BENCH_FIELDS, _train_in_worker, row_of, run_cell
+from squeeze.bench.nm import BENCH_FIELDS, row_of, run_cell, run_folder, train_in_worker
 from squeeze.errors import SqueezeError
 from squeeze.report import format_table, write_suite
 
@@ -31,13 +30,6 @@ def cells() -> list[tuple[str, int, int, int]]:
     """Every (method, n, m, seed) run, seed by seed so a partial run has whole seeds to show."""
     pairs = [(meth, n, m) for a, b, n, m in COMPARISONS for meth in (a, b)]
     return [(meth, n, m, seed) for seed in SEEDS for meth, n, m in pairs]
-
-
-def folder_of(cache_dir: Path, tag: str, method: str, n: int, m: int, seed: int) -> Path:
-    """The run's folder, named as the ``nm`` bench names its own (seed 0 there is the same folder)."""
-    fields = {**BENCH_FIELDS, "seed": seed}
-    schedule = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:6]
-    return Path(cache_dir) / "nm" / f"{method}-{n}of{m}-{tag}-{schedule}"
 
 
 def seed_zero_rows(path: Path) -> list[dict[str, Any]]:
@@ -141,11 +133,13 @@ def run(out: Path, quick: bool = False, cache_dir: Path = Path("runs/bench"), ca
         raise SqueezeError("nm-seeds has no quick version; `squeeze bench nm --quick` smoke-tests the same runs")
     zero = seed_zero_rows(out / "nm.json")
     tag = fingerprint(load_float("resnet-fmnist")[0])
-    folders = {c: folder_of(cache_dir, tag, *c) for c in cells()}
+    # seed 0's folder would be the nm bench's own: the same name, fields and tag
+    folders = {(meth, n, m, seed): run_folder(cache_dir, "nm", tag, {**BENCH_FIELDS, "seed": seed}, meth, n, m)
+               for meth, n, m, seed in cells()}
     todo = [(meth, n, m, {**BENCH_FIELDS, "seed": seed}, f, "cpu", TEST_LIMIT)
             for (meth, n, m, seed), f in folders.items() if not (f / RESULT).is_file()]
     if workers > 1 and not cached_only and todo:
-        train_parallel(_train_in_worker, todo, workers)
+        train_parallel(train_in_worker, todo, workers)
     splits = (load_fashion_mnist("train"), load_fashion_mnist("test"))
     rows, missing = list(zero), []
     for (meth, n, m, seed), folder in folders.items():

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from squeeze.bench import dfq
-from squeeze.bench.common import (Cell, aggregate, find_aggregate, fingerprint, page_command, run_cells,
-                                  seeds_verdict, write_results)
+from squeeze.bench.common import (Cell, ZooRunner, aggregate, find_aggregate, fingerprint, page_command,
+                                  run_cells, seeds_verdict, write_results)
 from squeeze.report import format_table
 
 COMMAND = "squeeze bench dfq-cnn"
@@ -142,14 +142,13 @@ def run(out: Path, quick: bool = False, device: str = "cpu", cache_dir: Path = P
     """
     name = "dfq-cnn-quick" if quick else "dfq-cnn"
     plans = QUICK_PLANS if quick else PLANS
+    load = load or ZooRunner(device).load  # one loader for both backends: each model is loaded once
     runners = {b: dfq.DfqRunner(cache_dir, device, quick, load=load, backend=b, backend_options={})
                for b in BACKENDS}
     runner = runners[BACKENDS[0]]
-    assert runner.load is not None
-    tags = {m: fingerprint(runner.load(m)[0].model) for m in plans}
+    tags = {m: fingerprint(load(m)[0].model) for m in plans}
     rows_by, missing = {}, 0
     for backend, r in runners.items():
-        r.load = runner.load  # one loader: each model is loaded once
         plan = cells(tags, backend, quick)
         rows_by[backend] = run_cells(plan, cache_dir / f"{name}.{backend}.cache.json", r, cached_only=cached_only)
         for row in rows_by[backend]:

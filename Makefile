@@ -48,7 +48,7 @@ bench-nm: setup
 bench-nm-seeds: setup
 	$(BIN)/squeeze bench nm-seeds --workers 2
 
-# ~40 min on 2 CPU cores (ZeroQ and label inversion at 224 px on efficientnet-lite0 dominate; resumable)
+# ~60 min on 2 CPU cores (ZeroQ and label inversion at 224 px on efficientnet-lite0 dominate; resumable)
 bench-dfq-cnn: setup
 	$(BIN)/squeeze bench dfq-cnn
 

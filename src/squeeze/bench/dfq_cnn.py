@@ -7,8 +7,8 @@ each, through two backends (round-to-nearest with min-max activation ranges, whi
 the calibration images' extremes, and with percentile ranges):
 Gaussian ``noise``, ``spdfq-no-apa`` (what the ViT generator does on a CNN: soft-label cross-entropy,
 multi-semantic crops and total variation, no attention), ``zeroq`` and ``real`` training images.
-``resnet-fmnist`` (W4A4, W6A6, seeds 0-2) and the ImageNet ``efficientnet-lite0`` (W8A8, W8A6, seed 0;
-see :data:`PLANS`). A seed fixes the images; the synthetic sets are cached with their contact sheets and
+``resnet-fmnist`` (W4A4, W6A6) and the ImageNet ``efficientnet-lite0`` (W8A8, W8A6), seeds 0-2 (see
+:data:`PLANS`). A seed fixes the images; the synthetic sets are cached with their contact sheets and
 shared by a model's bit widths. Writes ``dfq-cnn.{md,json,png}``.
 """
 from __future__ import annotations
@@ -35,10 +35,11 @@ class Plan:
     seeds: tuple[int, ...]
 
 
-# resnet-fmnist is cheap: three seeds. efficientnet-lite0 at 224 px costs ~5 s per synthesis step on 2 cores,
-# so one seed of 100 steps (dfq.SYNTH_ITERS); its 4-bit weights collapse under round-to-nearest whatever the
-# data, so its settings keep 8-bit weights and vary the activations, where calibration data matter.
-PLANS = {"resnet-fmnist": Plan(((4, 4), (6, 6)), (0, 1, 2)), "efficientnet-lite0": Plan(((8, 8), (8, 6)), (0,))}
+# efficientnet-lite0 at 224 px costs ~2.5 s per synthesis step on 2 cores, so 100 steps (dfq.SYNTH_ITERS), ~8 min
+# per seed for its two generators; its 4-bit weights collapse under round-to-nearest whatever the data, so its
+# settings keep 8-bit weights and vary the activations, where calibration data matter.
+PLANS = {"resnet-fmnist": Plan(((4, 4), (6, 6)), (0, 1, 2)),
+         "efficientnet-lite0": Plan(((8, 8), (8, 6)), (0, 1, 2))}
 QUICK_PLANS = {"resnet-fmnist": Plan(((4, 4),), (0,))}
 
 

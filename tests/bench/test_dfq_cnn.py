@@ -23,8 +23,8 @@ def test_plan_has_every_cell_once_and_seed_zero_first() -> None:
     plan = dfq_cnn.cells(tags, "rtn")
     expected = sum(len(p.settings) * len(p.seeds) for p in dfq_cnn.PLANS.values()) * len(dfq_cnn.SOURCES)
     assert len(plan) == expected == len({c.key for c in plan}) and {c.method for c in plan} == {"rtn"}
-    first = [c.seed for c in plan[:len(plan) // 2]]
-    assert set(first) == {0}
+    n_first = sum(c.seed == 0 for c in plan)
+    assert 0 < n_first < len(plan) and all(c.seed == 0 for c in plan[:n_first])  # seed 0 of everything first
     assert dfq_cnn.cells({"resnet-fmnist": "t"}, "percentile", quick=True)[0].model == "resnet-fmnist"
 
 

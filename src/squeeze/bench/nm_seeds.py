@@ -26,10 +26,14 @@ COMPARISONS = (("spre", "sr-ste", 2, 8), ("spre", "sr-ste", 1, 4),
                ("bimask", "transposable", 2, 4), ("bimask", "transposable", 1, 4))
 
 
+def compared() -> list[tuple[str, int, int]]:
+    """Every (method, n, m) the comparisons name, in their order, each method before its baseline."""
+    return [(meth, n, m) for a, b, n, m in COMPARISONS for meth in (a, b)]
+
+
 def cells() -> list[tuple[str, int, int, int]]:
     """Every (method, n, m, seed) run, seed by seed so a partial run has whole seeds to show."""
-    pairs = [(meth, n, m) for a, b, n, m in COMPARISONS for meth in (a, b)]
-    return [(meth, n, m, seed) for seed in SEEDS for meth, n, m in pairs]
+    return [(meth, n, m, seed) for seed in SEEDS for meth, n, m in compared()]
 
 
 def seed_zero_rows(path: Path) -> list[dict[str, Any]]:
@@ -38,20 +42,26 @@ def seed_zero_rows(path: Path) -> list[dict[str, Any]]:
         rows = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SqueezeError(f"cannot read the nm bench's results {path}: {exc}; run `squeeze bench nm` first") from exc
-    wanted = {(meth, n, m) for a, b, n, m in COMPARISONS for meth in (a, b)}
+    wanted = set(compared())
     return [r for r in rows if isinstance(r, dict) and (r.get("method"), r.get("n"), r.get("m")) in wanted]
+
+
+def _side(rows: list[dict[str, Any]], method: str, n: int, m: int) -> dict[str, Any] | None:
+    """Mean ± std of top-1 over the seeds of one (method, n, m), or None without rows."""
+    values = [r["quant"] for r in rows if (r["method"], r["n"], r["m"]) == (method, n, m)]
+    if not values:
+        return None
+    mean, std = mean_std(values)
+    return {"method": method, "mean": mean, "std": std, "n": len(values)}
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per comparison: each side's mean ± std over the seeds present, the gap, its standard error, a verdict."""
     out = []
     for method, baseline, n, m in COMPARISONS:
-        values = [[r["quant"] for r in rows if (r["method"], r["n"], r["m"]) == (meth, n, m)]
-                  for meth in (method, baseline)]
-        if not all(values):
+        a, b = _side(rows, method, n, m), _side(rows, baseline, n, m)
+        if a is None or b is None:
             continue
-        a, b = ({"method": meth, "mean": mean_std(v)[0], "std": mean_std(v)[1], "n": len(v)}
-                for meth, v in zip((method, baseline), values))
         out.append({"pattern": f"{n}:{m}", "ours": a, "baseline": b, "gap": a["mean"] - b["mean"],
                     "gap_se": diff_se(a, b), "verdict": seeds_verdict(a, b)})
     return out
@@ -59,7 +69,7 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]], command: str, missing: list[str]) -> str:
     """The page: each comparison over seeds, then one line per run."""
-    order = [(meth, n, m) for a, b, n, m in COMPARISONS for meth in (a, b)]
+    order = compared()
     table = [{"method": r["method"], "N:M": f"{r['n']}:{r['m']}", "seed": r["seed"], "top1": r["quant"],
               "train s": r["seconds"]}
              for r in sorted(rows, key=lambda r: (order.index((r["method"], r["n"], r["m"])), r["seed"]))]

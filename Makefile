@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.squeeze-setup
 
-.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant bench-nm bench-nm-seeds bench-dfq-cnn bench-sr-ptq bench-deploy bench-undem bench-hqss clean
+.PHONY: setup demo test test-slow bench-foundation bench-vit-ptq bench-multiquant bench-nm bench-nm-seeds bench-dfq-cnn bench-cle bench-sr-ptq bench-deploy bench-undem bench-hqss clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,10 @@ bench-nm-seeds: setup
 # ~60 min on 2 CPU cores (ZeroQ and label inversion at 224 px on efficientnet-lite0 dominate; resumable)
 bench-dfq-cnn: setup
 	$(BIN)/squeeze bench dfq-cnn
+
+# ~25 min on 2 CPU cores: DFQ (cross-layer equalization, bias correction) variants on efficientnet-lite0 and resnet-fmnist
+bench-cle: setup
+	$(BIN)/squeeze bench cle
 
 # needs the edsr-x2/edsr-x4 checkpoints (squeeze train edsr-x2); ~20-35 min on 2 CPU cores
 bench-sr-ptq: setup

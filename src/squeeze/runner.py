@@ -43,6 +43,9 @@ def quantize_zoo_model(zm: ZooModel, config: QuantConfig, fp: float | None = Non
     fp = zm.evaluate(zm.model) if fp is None else fp  # after quantizing, so bad input fails before this pass
     quant = zm.evaluate(qmodel)
     extra: dict[str, Any] = {"config": config.to_dict()}
+    summary = getattr(qmodel, "method_summary", None)
+    if summary:  # what the method found and changed (e.g. cle: pairs equalized, biases corrected)
+        extra["method_summary"] = summary
     sset = getattr(qmodel, "squeeze_synthetic", None)
     if sset is not None:  # data-free: say what the calibration images were and what they cost
         extra["calibration"] = {**calibration_record(sset), "reused": getattr(config, "synthetic", "") or None}

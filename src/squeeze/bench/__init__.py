@@ -16,6 +16,7 @@ _SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sr-ptq": ("squeeze.bench.sr_ptq", ("only", "device", "cache_dir", "cached_only", "methods")),
     "dfq": ("squeeze.bench.dfq", ("only", "device", "cache_dir", "cached_only", "methods")),
     "dfq-cnn": ("squeeze.bench.dfq_cnn", ("device", "cache_dir", "cached_only")),
+    "cle": ("squeeze.bench.cle", ("device", "cache_dir", "cached_only")),
     "long-context": ("squeeze.bench.long_context", ("cache_dir", "workers")),
     "deploy": ("squeeze.bench.deploy", ("only",)),
     "undem": ("squeeze.bench.undem", ("cache_dir",)),

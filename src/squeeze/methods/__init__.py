@@ -5,3 +5,4 @@ from squeeze.methods import isvit, recon  # noqa: F401
 from squeeze.methods import erq  # noqa: F401
 from squeeze.methods import dfsq  # noqa: F401
 from squeeze.methods import spdfq  # noqa: F401
+from squeeze.methods import cle  # noqa: F401

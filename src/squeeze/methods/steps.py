@@ -38,6 +38,12 @@ def calibrate_activations(stage: Stage) -> None:
         q.mode = "quant"
 
 
+def rtn_stage(stage: Stage) -> None:
+    """Round-to-nearest for one stage: weights from their own ranges, then activations observed and fixed."""
+    round_weights(stage)
+    calibrate_activations(stage)
+
+
 def round_weights(stage: Stage) -> None:
     """Round-to-nearest: set each weight quantizer's range from its weight and switch it on."""
     for _, layer in weight_layers(stage):

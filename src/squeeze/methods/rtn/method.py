@@ -13,9 +13,9 @@ from torch import nn
 
 from squeeze.config import QuantConfig, register_method
 from squeeze.errors import SqueezeError
-from squeeze.methods.steps import calibrate_activations, round_weights
+from squeeze.methods.steps import rtn_stage
 from squeeze.quant.attach import attach_quantizers, probe_roles
-from squeeze.quant.calibrate import Stage, walk
+from squeeze.quant.calibrate import walk
 
 
 @dataclass
@@ -38,16 +38,11 @@ class PercentileConfig(QuantConfig):
             raise SqueezeError(f"percentile={self.percentile} must be in (0.5, 1], e.g. 0.999")
 
 
-def _rtn_stage(stage: Stage) -> None:
-    round_weights(stage)
-    calibrate_activations(stage)
-
-
 @register_method(RTNConfig, "round-to-nearest, min-max ranges (baseline)")
 def apply_rtn(model: nn.Module, config: RTNConfig, batches: list[torch.Tensor]) -> None:
     """Quantize ``model`` (already prepared) in place with min-max RTN."""
     attach_quantizers(model, config, probe_roles(model, batches[0][:1]), "minmax")
-    walk(model, batches, _rtn_stage, desc="rtn")
+    walk(model, batches, rtn_stage, desc="rtn")
 
 
 @register_method(PercentileConfig, "round-to-nearest, percentile-clipped activations (baseline)")
@@ -55,4 +50,4 @@ def apply_percentile(model: nn.Module, config: PercentileConfig, batches: list[t
     """Quantize ``model`` (already prepared) in place with percentile-clipped RTN."""
     attach_quantizers(model, config, probe_roles(model, batches[0][:1]), "percentile",
                       percentile=config.percentile)
-    walk(model, batches, _rtn_stage, desc="percentile")
+    walk(model, batches, rtn_stage, desc="percentile")

@@ -1,4 +1,5 @@
-"""Registry of method-specific quantizer modules that the save format must rebuild.
+"""Registry of method-specific modules (quantizers, or activations a method swaps in) that the save format
+must rebuild.
 
 Most methods use :class:`squeeze.quant.quantizer.Quantizer`, which the format stores as a spec. A method
 with its own quantizer module (e.g. DFSQ's per-sample channel normalization) registers the class

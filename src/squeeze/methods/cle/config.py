@@ -25,10 +25,11 @@ class CLEConfig(QuantConfig):
         act_scheme: activation ranges on the calibration data, ``minmax`` or ``percentile``.
         percentile: the clipping percentile of ``act_scheme=percentile``.
         relu6: ``bounded`` (default; ours) keeps each ReLU6 and rescales through it only channels that stay
-            below 6 before and after (mean + 6 std by batch norm); ``relu`` replaces every ReLU6 by ReLU
+            below 6 before and after (mean + ``relu6_std`` std by batch norm); ``relu`` replaces every ReLU6 by ReLU
             first, as the paper does for MobileNetV2, since equalization needs f(s x) = s f(x) (it changes
             the float model: efficientnet-lite0 then agrees with itself on 29 % of photos); ``keep`` keeps
             them and equalizes no pair through one.
+        relu6_std: how many standard deviations a ``bounded`` channel must stay below 6 (6).
         iterations: the most equalization sweeps over all pairs (stops early once the scales settle).
         n_std: bias absorption keeps ``mean - n_std * std`` of each channel (3 in the paper).
     """
@@ -41,6 +42,7 @@ class CLEConfig(QuantConfig):
     act_scheme: str = "minmax"
     percentile: float = 0.999
     relu6: str = "bounded"
+    relu6_std: float = 6.0
     iterations: int = 20
     n_std: float = 3.0
 
@@ -56,7 +58,8 @@ class CLEConfig(QuantConfig):
                 raise SqueezeError(f"{name}={getattr(self, name)!r}; use one of {', '.join(allowed)}")
         if not isinstance(self.iterations, int) or self.iterations < 1:
             raise SqueezeError(f"iterations={self.iterations!r} must be a positive integer, e.g. 20")
-        if not self.n_std > 0:
-            raise SqueezeError(f"n_std={self.n_std!r} must be positive, e.g. 3")
+        for name, example in (("n_std", 3), ("relu6_std", 6)):
+            if not getattr(self, name) > 0:
+                raise SqueezeError(f"{name}={getattr(self, name)!r} must be positive, e.g. {example}")
         if not 0.5 < self.percentile <= 1.0:
             raise SqueezeError(f"percentile={self.percentile} must be in (0.5, 1], e.g. 0.999")

@@ -2,9 +2,10 @@
 2019): fold batch norm, equalize consecutive convs, absorb high biases, correct the biases for the expected
 weight-quantization error, then quantize with round-to-nearest.
 
-Every step but bias absorption leaves the float model's function unchanged, and the method checks that on
-a probe input: a pair whose rescaling would change the output (a tensor that also flows into a residual
-``+``) is skipped rather than trusted.
+Folding and equalization through ReLU leave the float model's function unchanged, and the method checks
+that on a probe input: a pair whose rescaling would change the output (a tensor that also flows into a
+residual ``+``) is skipped rather than trusted. Bias absorption and equalization through ReLU6 (``bounded``)
+change it only in the tails of the batch norm statistics; ``relu6=relu`` changes it by design (the paper's).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from squeeze.quant.quantizer import Quantizer, QuantSpec
 
 Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # conv name -> per-channel (mean, std) after its batch norm
 TOLERANCE = 1e-4  # relative change of the probe output that counts as "function preserved"
-RELU6, BOUND_STD = 6.0, 6.0  # a ReLU6 channel is rescaled only if mean + 6 std stays below 6 before and after
+RELU6 = 6.0
 
 
 @register_custom_quantizer
@@ -138,9 +139,11 @@ def verified_pairs(model: nn.Module, pairs: list[Pair], sample: torch.Tensor, se
     return kept
 
 
-def equalize(model: nn.Module, pairs: list[Pair], stats: Stats, iterations: int, tol: float = 1e-4) -> int:
+def equalize(model: nn.Module, pairs: list[Pair], stats: Stats, iterations: int, relu6_std: float = 6.0,
+             tol: float = 1e-4) -> int:
     """Sweep cross-layer equalization over ``pairs`` until no scale moves by more than ``tol``; returns the
-    number of sweeps. ``stats`` follow the rescaled channels."""
+    number of sweeps. ``stats`` follow the rescaled channels. Through a ReLU6 a channel is rescaled only if
+    its mean + ``relu6_std`` std stays below 6 before and after."""
     for sweep in range(1, iterations + 1):
         change = 0.0
         for pair in pairs:
@@ -148,7 +151,7 @@ def equalize(model: nn.Module, pairs: list[Pair], stats: Stats, iterations: int,
             s = P.equalization_scales(P.output_ranges(first.weight.data),
                                       P.input_ranges(second.weight.data, depthwise(second)))
             if pair.activation == "relu6":  # no statistics: no bound, so leave the channels alone
-                s = P.bounded_scales(s, *stats[pair.first], RELU6, BOUND_STD) if pair.first in stats \
+                s = P.bounded_scales(s, *stats[pair.first], RELU6, relu6_std) if pair.first in stats \
                     else torch.ones_like(s)
             rescale_pair(model, pair, s)
             if pair.first in stats:
@@ -252,7 +255,7 @@ def transform(model: nn.Module, config: CLEConfig, batches: list[torch.Tensor]) 
             raise SqueezeError("folding batch norm changed the model's output (a conv output used by more than "
                                "its batch norm?); quantize this model with --method rtn")
         pairs = verified_pairs(model, links.pairs, sample, config.seed)
-        sweeps = equalize(model, pairs, stats, config.iterations) if config.equalize else 0
+        sweeps = equalize(model, pairs, stats, config.iterations, config.relu6_std) if config.equalize else 0
         change = _change(_output(model, sample), reference)  # 0 up to rounding, but for ReLU6 tails
         absorbed = absorb_biases(model, pairs, stats, config.n_std) if config.absorb else 0
     means = {"analytic": lambda: analytic_means(links.pairs, stats), "none": dict,

@@ -11,7 +11,7 @@ from torch import nn
 import squeeze
 from squeeze.errors import SqueezeError
 from squeeze.methods.cle import ReLUFromReLU6, find_links, transform, verified_pairs
-from squeeze.methods.cle.method import fold_batchnorms
+from squeeze.methods.cle.method import fold_batchnorms, measured_means
 from squeeze.quant.prepare import prepare_model
 
 
@@ -101,6 +101,20 @@ def test_transform_keeps_the_float_function(relu6: str) -> None:
     assert done["means"]  # analytic expected inputs for bias correction
 
 
+def test_measured_means_are_each_layers_input_mean_per_channel() -> None:
+    model, x = _prepared()
+    means = measured_means(model, [x[:2], x[2:]])
+    with torch.no_grad():  # Tiny.forward step by step
+        a = model.act(model.bn0(model.stem(x)))
+        y = model.act(model.bn2(model.dw(model.pad(model.act(model.bn1(model.expand(a)))))))
+        z = model.relu(model.bn4(model.c1(a + model.bn3(model.project(y)))))
+        z = model.c3(F.relu(model.bn5(model.c2(z))))
+    torch.testing.assert_close(means["expand"], a.mean((0, 2, 3)))
+    torch.testing.assert_close(means["stem"], x.mean((0, 2, 3)))
+    torch.testing.assert_close(means["head"], z.mean((2, 3)).mean(0))
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+
 def _error(cfg_fields: dict, x: torch.Tensor) -> float:
     """Output error with 4-bit weights in ``expand`` and ``dw`` only (the pair with unequal ranges)."""
     model = Tiny()
@@ -130,7 +144,8 @@ def test_quantized_file_reloads_with_its_relu_and_new_biases(tmp_path) -> None: 
 
 
 @pytest.mark.parametrize(("field", "value"), [("relu6", "clip"), ("bias_correction", "exact"), ("iterations", 0),
-                                              ("equalize", "yes"), ("n_std", -1.0), ("act_scheme", "mse")])
+                                              ("equalize", "yes"), ("n_std", -1.0), ("act_scheme", "mse"),
+                                              ("relu6_std", 0.0)])
 def test_bad_options_fail_in_one_line(field: str, value: object) -> None:
     with pytest.raises(SqueezeError, match=field) as info:
         squeeze.make_config("cle", **{field: value})

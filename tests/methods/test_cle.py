@@ -67,21 +67,28 @@ def _pairs(links) -> dict[tuple[str, str], str]:  # noqa: ANN001
 
 def test_links_seen_through_shared_inplace_and_functional_activations() -> None:
     model, x = _prepared()
-    links = find_links(model, x[:1], relu6=True)
+    links = find_links(model, x[:1])
     assert len(links.folds) == 6
     assert _pairs(links) == {("stem", "expand"): "relu6", ("expand", "dw"): "relu6", ("dw", "project"): "relu6",
                              ("c1", "c2"): "relu", ("c2", "c3"): "relu"}  # project -> c1 crosses the add
-    assert ("expand", "dw") not in _pairs(find_links(model, x[:1]))  # ReLU6 not admitted by default
     assert all(not m._forward_hooks for m in model.modules())  # hooks removed
 
 
 def test_verification_drops_a_pair_whose_tensor_also_feeds_the_residual() -> None:
     model, x = _prepared()
-    links = find_links(model, x[:1], relu6=True)
+    links = find_links(model, x[:1])
     fold_batchnorms(model, links.folds)
     kept = {(p.first, p.second) for p in verified_pairs(model, links.pairs, x[:1], seed=0)}
     assert ("stem", "expand") not in kept and ("expand", "dw") in kept and ("c2", "c3") in kept
     assert all(isinstance(m, nn.ReLU6) for m in [model.act])  # the ReLU6 was put back after verification
+
+
+def test_keep_relu6_equalizes_around_it_but_still_corrects_behind_it() -> None:
+    model, x = _prepared()
+    with torch.no_grad():
+        done = transform(model, squeeze.make_config("cle", relu6="keep"), [x])
+    assert done["pairs"] == 2 and done["candidate_pairs"] == 2  # c1 -> c2 and c2 -> c3 only
+    assert {"expand", "dw", "project", "c2", "c3"} <= set(done["means"])  # E[clip(z, 0, 6)] behind a ReLU6
 
 
 @pytest.mark.parametrize("relu6", ["relu", "bounded"])

@@ -28,7 +28,7 @@ class CLEConfig(QuantConfig):
             below 6 before and after (mean + ``relu6_std`` std by batch norm); ``relu`` replaces every ReLU6 by ReLU
             first, as the paper does for MobileNetV2, since equalization needs f(s x) = s f(x) (it changes
             the float model: efficientnet-lite0 then agrees with itself on 29 % of photos); ``keep`` keeps
-            them and equalizes no pair through one.
+            them and equalizes no pair through one (bias correction still reads through them).
         relu6_std: how many standard deviations a ``bounded`` channel must stay below 6 (6).
         iterations: the most equalization sweeps over all pairs (stops early once the scales settle).
         n_std: bias absorption keeps ``mean - n_std * std`` of each channel (3 in the paper).

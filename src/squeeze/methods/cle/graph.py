@@ -2,8 +2,8 @@
 
 Hooks on every leaf module record which tensor each call consumed and produced (they are always removed).
 From that record: a batch norm whose input is a conv's output is a *fold*; a conv whose input comes from
-another conv through at most a batch norm, one positively homogeneous activation and shape-only modules
-(padding, dropout, max pooling) is a *pair* (Nagel et al., ICCV 2019, Sec. 4.1: f(s x) = s f(x) for s > 0).
+another conv through at most a batch norm, one positively homogeneous activation (or a ReLU6, homogeneous
+below its clip) and shape-only modules (padding, dropout, max pooling) is a *pair* (Nagel et al., ICCV 2019, Sec. 4.1: f(s x) = s f(x) for s > 0).
 Hooks cannot see functional ops (a residual ``+``), so a tensor that also flows elsewhere looks like a pair
 too; :func:`squeeze.methods.cle.method.verified_pairs` rescales each candidate and keeps only those that
 leave the output unchanged.
@@ -53,9 +53,12 @@ class _Call:
     name: str
     module: nn.Module
     order: int
-    inputs: int           # id of the first tensor argument
-    output: torch.Tensor  # both kept alive, so no later tensor reuses their ids
-    source: torch.Tensor
+    source: torch.Tensor  # the first tensor argument; both kept alive, so no later tensor reuses their ids
+    output: torch.Tensor
+
+    @property
+    def inputs(self) -> int:
+        return id(self.source)
 
 
 @dataclass
@@ -75,7 +78,7 @@ def _record(model: nn.Module, sample: torch.Tensor) -> _Record:
     def hook(mod: nn.Module, args: tuple, out: object, name: str) -> None:
         if not (args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor)):
             return
-        call = _Call(name, mod, len(rec.calls), id(args[0]), out, args[0])
+        call = _Call(name, mod, len(rec.calls), args[0], out)
         rec.calls.append(call)
         rec.inputs[id(args[0])] = args[0]
         if out is args[0]:
@@ -109,7 +112,7 @@ def _functional(rec: _Record, tensor: int, before: int) -> _Call | None:
             continue
         if torch.equal(out.clamp_min(0), x):
             module: nn.Module = nn.Identity() if torch.equal(out, x) else nn.ReLU()
-            return _Call(f"functional {type(module).__name__}", module, before, id(out), x, out)
+            return _Call(f"functional {type(module).__name__}", module, before, out, x)
     return None
 
 
@@ -126,7 +129,7 @@ def _steps_back(call: _Call, rec: _Record) -> tuple[_Call | None, list[_Call]]:
         tensor, before = current.inputs, current.order
 
 
-def _trace_back(call: _Call, rec: _Record, folded: set[str], relu6: bool) -> tuple[_Call | None, list[_Call]]:
+def _trace_back(call: _Call, rec: _Record, folded: set[str]) -> tuple[_Call | None, list[_Call]]:
     """Walk from a conv's input back to the conv that produced it; (None, []) when the path is not allowed:
     only the batch norm folded into that conv (right after it), one activation and pass-through modules."""
     first, path = _steps_back(call, rec)
@@ -135,7 +138,7 @@ def _trace_back(call: _Call, rec: _Record, folded: set[str], relu6: bool) -> tup
         if isinstance(step.module, nn.BatchNorm2d):
             if i != 0 or step.name not in folded:
                 return None, []
-        elif isinstance(step.module, ACTIVATIONS) or (relu6 and isinstance(step.module, BOUNDED)):
+        elif isinstance(step.module, ACTIVATIONS + BOUNDED):
             activations += 1
         elif not isinstance(step.module, PASS_THROUGH):
             return None, []
@@ -153,9 +156,10 @@ def _pair(first: _Call, second: _Call, path: list[_Call]) -> Pair:
     return Pair(first.name, second.name, tuple(c.name for c in path), activation, exact and activation != "other")
 
 
-def find_links(model: nn.Module, sample: torch.Tensor, relu6: bool = False) -> Links:
-    """Folds and candidate pairs of a prepared model (``QuantConv2d`` layers) seen on ``model(sample)``;
-    ``relu6`` admits pairs through a ReLU6 (equalized with bounded scales, see ``equalize``)."""
+def find_links(model: nn.Module, sample: torch.Tensor) -> Links:
+    """Folds and candidate pairs of a prepared model (``QuantConv2d`` layers) seen on ``model(sample)``.
+    Pairs through a ReLU6 are listed with ``activation="relu6"``: bias correction reads them, equalization
+    only with bounded scales (``relu6=bounded``)."""
     rec = _record(model, sample)
     counts = Counter(c.name for c in rec.calls)
     links = Links()
@@ -168,7 +172,7 @@ def find_links(model: nn.Module, sample: torch.Tensor, relu6: bool = False) -> L
     for c in rec.calls:
         if not isinstance(c.module, QuantConv2d) or counts[c.name] != 1:
             continue
-        first, path = _trace_back(c, rec, folded, relu6)
+        first, path = _trace_back(c, rec, folded)
         if first is not None and counts[first.name] == 1 and _fits(first.module, c.module):  # type: ignore[arg-type]
             links.pairs.append(_pair(first, c, path))
     return links

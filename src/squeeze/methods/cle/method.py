@@ -249,19 +249,20 @@ def transform(model: nn.Module, config: CLEConfig, batches: list[torch.Tensor]) 
     swapped = swap_relu6(model) if config.relu6 == "relu" else {}
     with torch.no_grad():
         reference = _output(model, sample)
-        links = find_links(model, sample, relu6=config.relu6 == "bounded")
+        links = find_links(model, sample)
         stats = fold_batchnorms(model, links.folds)
         if not _same(_output(model, sample), reference):
             raise SqueezeError("folding batch norm changed the model's output (a conv output used by more than "
                                "its batch norm?); quantize this model with --method rtn")
-        pairs = verified_pairs(model, links.pairs, sample, config.seed)
+        candidates = [p for p in links.pairs if p.activation != "relu6" or config.relu6 == "bounded"]
+        pairs = verified_pairs(model, candidates, sample, config.seed)
         sweeps = equalize(model, pairs, stats, config.iterations, config.relu6_std) if config.equalize else 0
         change = _change(_output(model, sample), reference)  # 0 up to rounding, but for ReLU6 tails
         absorbed = absorb_biases(model, pairs, stats, config.n_std) if config.absorb else 0
     means = {"analytic": lambda: analytic_means(links.pairs, stats), "none": dict,
              "empirical": lambda: measured_means(model, batches)}[config.bias_correction]()
     return {"relu6_swapped": len(swapped), "folded": len(links.folds), "pairs": len(pairs),
-            "candidate_pairs": len(links.pairs), "sweeps": sweeps, "equalized_output_change": change,
+            "candidate_pairs": len(candidates), "sweeps": sweeps, "equalized_output_change": change,
             "absorbed": absorbed, "means": means}
 
 

@@ -24,6 +24,9 @@ def test_plan_runs_every_variant_and_seed_once() -> None:
     assert not [c for c in plan if c.model == "resnet-fmnist" and c.label == "dfq-relu"]  # no ReLU6 to replace
     dfq = [c for c in plan if c.label == "dfq"][0]
     assert dfq.method == "cle" and dfq.options == ()  # the full method is the config's defaults
+    zeroq = {c.model: dict(c.options) for c in plan if c.label == "dfq-zeroq"}
+    assert zeroq["efficientnet-lite0"] == {"generator": "zeroq", "backend": "cle", "synth_iters": 100}
+    assert zeroq["resnet-fmnist"]["synth_iters"] == 300
 
 
 def test_checks_give_verdicts_over_seeds() -> None:

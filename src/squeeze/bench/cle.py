@@ -7,7 +7,9 @@ left unfolded); ``fold`` folds batch norm and quantizes each weight tensor with 
 baseline; ``fold+bc``, ``cle``, ``cle+ba`` and ``dfq`` (equalization + absorption + analytic bias
 correction) add the paper's steps; ``dfq-empirical`` measures the expected inputs of bias correction on
 the calibration images instead; ``dfq-relu`` replaces ReLU6 by ReLU as the paper does for MobileNetV2
-(models with ReLU6 only); ``dfq-per-channel`` is the full method with per-channel weights. Activation
+(models with ReLU6 only); ``dfq-zeroq`` sets the activation ranges from ZeroQ images synthesized from the
+batch norm statistics instead of training images, so nothing but the model is used (``--data
+synthetic:zeroq``); ``dfq-per-channel`` is the full method with per-channel weights. Activation
 ranges come from 32 calibration images (min-max), so a seed changes only them. Writes ``cle.{md,json,png}``.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from squeeze.bench.common import (Cell, ZooRunner, aggregate, find_aggregate, fingerprint, page_command,
                                   run_cells, seeds_verdict, write_results)
+from squeeze.bench.dfq import SYNTH_ITERS
 from squeeze.report import format_table
 
 COMMAND = "squeeze bench cle"
@@ -31,6 +34,7 @@ VARIANTS: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {
     "dfq": ("cle", ()),
     "dfq-empirical": ("cle", (("bias_correction", "empirical"),)),
     "dfq-relu": ("cle", (("relu6", "relu"),)),
+    "dfq-zeroq": ("spdfq", (("generator", "zeroq"), ("backend", "cle"))),
     "dfq-per-channel": ("cle", (("per_channel_weights", True),)),
 }
 _ORDER = list(VARIANTS)
@@ -54,13 +58,21 @@ class CLERunner(ZooRunner):
         return super().load(name)
 
 
+def _options(model: str, variant: str) -> tuple[tuple[str, Any], ...]:
+    """A variant's config fields; ZeroQ synthesis gets the dfq-cnn bench's step count for the model."""
+    options = VARIANTS[variant][1]
+    if variant == "dfq-zeroq":
+        options += (("synth_iters", SYNTH_ITERS.get(model, 300)),)
+    return options
+
+
 def cells(tags: dict[str, str], quick: bool = False) -> list[Cell]:
     """Every (model, variant, seed) of the models in ``tags``."""
     plans, seeds = (QUICK_PLANS, QUICK_SEEDS) if quick else (PLANS, SEEDS)
     out = []
     for model, ((w, a), variants) in plans.items():
         if model in tags:
-            out += [Cell(model, VARIANTS[v][0], w, a, s, label=v, options=VARIANTS[v][1], tag=tags[model])
+            out += [Cell(model, VARIANTS[v][0], w, a, s, label=v, options=_options(model, v), tag=tags[model])
                     for s in seeds for v in variants]
     return out
 
@@ -70,6 +82,7 @@ CHECKS = (("dfq", "fold", "the paper's headline: one range per tensor after fold
           ("dfq", "cle+ba", "bias correction on top of equalization"),
           ("dfq", "rtn", "the paper: DFQ with one range per tensor above plain per-channel rounding"),
           ("dfq-empirical", "dfq", "measured expected inputs against batch norm statistics"),
+          ("dfq-zeroq", "dfq", "no data at all against 32 training images for activation ranges"),
           ("dfq", "dfq-relu", "ours against the paper's ReLU6 swap"),
           ("dfq-per-channel", "rtn", "DFQ's steps with per-channel weights"))
 

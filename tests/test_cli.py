@@ -43,6 +43,18 @@ def test_quantize_then_eval_reproduces(tmp_path: Path, capsys) -> None:
                                                "--abits", "8", "--out", str(out)])
 
 
+def test_cle_run_says_what_it_folded_and_equalized(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "dfq"
+    assert main(["quantize", "resnet-fmnist", "--method", "cle", "--wbits", "8", "--abits", "8", "--calib", "8",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "method summary: relu6_swapped 0, folded 21, pairs 9, candidate_pairs 10" in printed
+    assert json.loads((out / "report.json").read_text())["method_summary"]["corrected"] == 10
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["difference"] == 0.0  # folded and re-biased model reloads exactly
+
+
 def test_data_free_quantize_saves_its_images_for_reuse(tmp_path: Path, capsys, monkeypatch, umask_022) -> None:
     out, again = tmp_path / "noise", tmp_path / "again"
     # what is checked here is the files, not accuracy: skip the 10,000-image evaluations

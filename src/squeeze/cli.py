@@ -104,6 +104,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _fmt(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def cmd_quantize(args: argparse.Namespace) -> None:
     """``squeeze quantize``: post-training quantization of a model, written to ``--out``."""
     from squeeze.config import make_config, read_recipe
@@ -132,6 +136,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     row["delta"] = row["quant"] - row["fp"]
     print(format_table([row], ["model", "method", "wbits", "abits", "calib", "seed", "metric", "fp", "quant",
                                "delta", "seconds", "peak_rss_mb", "size_ratio"]))
+    if row.get("method_summary"):  # what the method found and changed, e.g. cle's folds and pairs
+        print("method summary: " + ", ".join(f"{k} {_fmt(v)}" for k, v in row["method_summary"].items()))
     print(f"wrote {args.out}/report.json and {args.out}/model.safetensors")
     if "calibration" in row:
         print(f"synthetic calibration images: {args.out}/synthetic.png (reuse: --set synthetic={args.out})")

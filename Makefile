@@ -52,7 +52,7 @@ bench-nm-seeds: setup
 bench-dfq-cnn: setup
 	$(BIN)/squeeze bench dfq-cnn
 
-# ~25 min on 2 CPU cores: DFQ (cross-layer equalization, bias correction) variants on efficientnet-lite0 and resnet-fmnist
+# ~35 min on 2 CPU cores: DFQ (cross-layer equalization, bias correction) variants on efficientnet-lite0 and resnet-fmnist
 bench-cle: setup
 	$(BIN)/squeeze bench cle
 

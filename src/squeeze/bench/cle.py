@@ -10,7 +10,8 @@ the calibration images instead; ``dfq-relu`` replaces ReLU6 by ReLU as the paper
 (models with ReLU6 only); ``dfq-zeroq`` sets the activation ranges from ZeroQ images synthesized from the
 batch norm statistics instead of training images, so nothing but the model is used (``--data
 synthetic:zeroq``); ``dfq-per-channel`` is the full method with per-channel weights. Activation
-ranges come from 32 calibration images (min-max), so a seed changes only them. Writes ``cle.{md,json,png}``.
+ranges come from 32 calibration images (min-max; ZeroQ's for ``dfq-zeroq``), so a seed changes only them.
+Writes ``cle.{md,json,png}``.
 """
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def markdown(rows: list[dict[str, Any]], agg: list[dict[str, Any]], command: str
     parts = [
         "# Data-free quantization by cross-layer equalization and bias correction (DFQ)", "",
         f"Written by `{command}` (seeds {sorted({r['seed'] for r in rows})}: each seed draws the 32 training "
-        "images that set the activation ranges; everything else is data-free and deterministic). Metric: "
+        "images that set the activation ranges, or for `dfq-zeroq` the 32 synthesized ones; everything else "
+        "is data-free and deterministic). Metric: "
         "resnet-fmnist top-1 % on the 10,000 Fashion-MNIST test images; efficientnet-lite0 top-1 agreement % "
         f"with the float model on {EVAL_CROPS} photo crops. `what it did`: batch norms folded, pairs equalized of the "
         "candidates found (and sweeps), bias absorptions, bias corrections. All rows are fake-quant simulations. "

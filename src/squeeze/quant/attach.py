@@ -80,11 +80,13 @@ def check_schemes(act_scheme: str, weight_estimator: str) -> None:
         raise SqueezeError(f"weight_estimator={weight_estimator!r}; use minmax, mse or omse")
 
 
-def forward_with_hooks(model: nn.Module, sample: torch.Tensor, handles: list) -> None:
-    """Run ``model(sample)`` without gradients, then remove every hook handle (also on error)."""
+def forward_with_hooks(model: nn.Module, sample: torch.Tensor | list[torch.Tensor], handles: list) -> None:
+    """Run ``model`` on ``sample`` (or on each batch of a list) without gradients, then remove every hook
+    handle (also on error)."""
     try:
         with torch.no_grad():
-            model(sample)
+            for batch in sample if isinstance(sample, list) else [sample]:
+                model(batch)
     finally:
         for h in handles:
             h.remove()

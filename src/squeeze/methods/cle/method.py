@@ -20,7 +20,7 @@ from squeeze.methods.cle import primitives as P
 from squeeze.methods.cle.config import CLEConfig
 from squeeze.methods.cle.graph import Pair, depthwise, find_links
 from squeeze.methods.steps import rtn_stage
-from squeeze.quant.attach import attach_quantizers, probe_roles
+from squeeze.quant.attach import attach_quantizers, forward_with_hooks, probe_roles
 from squeeze.quant.calibrate import walk
 from squeeze.quant.custom import register_custom_quantizer
 from squeeze.quant.modules import QUANT_LAYERS
@@ -207,13 +207,7 @@ def measured_means(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, t
 
     handles = [m.register_forward_pre_hook(lambda m, a, n=n: hook(m, a, n))
                for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
-    try:
-        with torch.no_grad():
-            for b in batches:
-                model(b)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, batches, handles)
     return {n: sums[n] / counts[n] for n in sums}
 
 
